@@ -1,0 +1,139 @@
+"""timm ``features_only`` backbones (CNN or transformer) topped by a torchvision FPN."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from collections import OrderedDict
+from typing import Any
+
+import timm
+
+from torch import Tensor, nn
+from torchvision.ops.feature_pyramid_network import (
+    ExtraFPNBlock,
+    FeaturePyramidNetwork,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+)
+
+
+class _SimplePyramid(nn.Module):
+    """ViTDet-style simple pyramid: one stride-``s`` map -> maps at ``s/2``, ``s``, ``2s``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(channels, channels, 2, stride=2)
+        self.down = nn.MaxPool2d(2)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return [self.up(x), x, self.down(x)]
+
+
+class TimmFPNBackbone(nn.Module):
+    """Backbone producing an ordered dict of FPN maps, each with ``out_channels`` channels.
+
+    Works with any timm model that supports ``features_only=True``: CNNs (NCHW), hierarchical
+    transformers such as Swin (NHWC, permuted here) and plain ViTs (a single stride, expanded into a
+    3-level pyramid). ``min_stride`` selects the first backbone level fed to the FPN (8 for dense
+    detectors, 4 for Faster R-CNN); ``extra`` adds P6/P7 (``p6p7``) or a max-pool level (``pool``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        out_channels: int,
+        *,
+        min_stride: int = 8,
+        extra: str = "p6p7",
+        pretrained: bool = False,
+        image_size: int = 128,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        kwargs = dict(backbone_kwargs or {})
+        if _accepts_img_size(name) and "img_size" not in kwargs:
+            kwargs["img_size"] = image_size
+        self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **kwargs)
+        info = self.body.feature_info
+        reductions = list(info.reduction())
+        channels = list(info.channels())
+        fmt = getattr(self.body, "output_fmt", None)
+        self.channels_last = str(getattr(fmt, "value", fmt)).upper() == "NHWC"
+        self.pyramid: _SimplePyramid | None = None
+        if len(set(reductions)) == 1:  # plain ViT: same stride everywhere -> simple pyramid
+            s = reductions[-1]
+            self.keep = [len(reductions) - 1]
+            self.pyramid = _SimplePyramid(channels[-1])
+            in_strides = [s // 2, s, s * 2]
+            in_channels = [channels[-1]] * 3
+        else:
+            self.keep = [i for i, r in enumerate(reductions) if r >= min_stride]
+            if not self.keep:
+                raise ValueError(f"backbone {name!r} has no feature level with stride >= {min_stride}")
+            in_strides = [reductions[i] for i in self.keep]
+            in_channels = [channels[i] for i in self.keep]
+        extra_block: ExtraFPNBlock
+        if extra == "p6p7":
+            extra_block = LastLevelP6P7(out_channels, out_channels)
+            n_extra = 2
+        elif extra == "pool":
+            extra_block = LastLevelMaxPool()
+            n_extra = 1
+        else:
+            raise ValueError(f"unknown extra FPN block {extra!r}")
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra_block)
+        self.out_channels = out_channels
+        self.strides = in_strides + [in_strides[-1] * 2 ** (k + 1) for k in range(n_extra)]
+        self.backbone_channels = in_channels
+
+    def backbone_features(self, images: Tensor) -> list[Tensor]:
+        feats = self.body(images)
+        out = [feats[i] for i in self.keep]
+        if self.channels_last:
+            out = [f.permute(0, 3, 1, 2).contiguous() for f in out]
+        if self.pyramid is not None:
+            out = self.pyramid(out[0])
+        return out
+
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        feats = self.backbone_features(images)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+def _accepts_img_size(name: str) -> bool:
+    """Transformers in timm take ``img_size``; CNNs reject it."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # unknown names fail later with timm's own message
+        return False
+    arch = getattr(cfg, "architecture", name) if cfg is not None else name
+    return any(k in arch for k in ("swin", "vit", "deit", "beit", "eva", "maxvit", "coatnet", "twins", "pvt"))
+
+
+def anchor_sizes(strides: list[int], scale: float, octaves: int = 1) -> tuple[tuple[int, ...], ...]:
+    """Anchor sizes per level: ``scale * stride * 2**(k/octaves)`` for k < octaves."""
+    return tuple(
+        tuple(max(2, round(scale * s * 2 ** (k / octaves))) for k in range(octaves)) for s in strides
+    )
+
+
+def level_sizes(image_size: int, strides: list[int]) -> list[int]:
+    return [math.ceil(image_size / s) for s in strides]
+
+
+def group_norm_layer(channels: int) -> Callable[[int], nn.Module]:
+    """GroupNorm factory with the largest of 32/16/8 groups that divides ``channels``."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    return partial(nn.GroupNorm, groups)
+
+
+def freeze_batchnorm_stats(module: nn.Module) -> None:
+    """Put BatchNorm layers in eval mode (tiny detection batches make their statistics noisy)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+__all__ = ["TimmFPNBackbone", "anchor_sizes", "freeze_batchnorm_stats", "group_norm_layer", "level_sizes"]
