@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 _ARCHS: dict[str, Callable[[DetectorSpec], Detector]] = {}
 
 
-def register_arch(name: str) -> Callable[[Callable[[DetectorSpec], Detector]], Callable[[DetectorSpec], Detector]]:
+def register_arch(
+    name: str,
+) -> Callable[[Callable[[DetectorSpec], Detector]], Callable[[DetectorSpec], Detector]]:
     """Class/function decorator registering a builder ``spec -> Detector`` under ``name``."""
 
     def deco(builder: Callable[[DetectorSpec], Detector]) -> Callable[[DetectorSpec], Detector]:

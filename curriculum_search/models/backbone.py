@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
-from collections import OrderedDict
 from typing import Any
 
 import timm
-
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import (
     ExtraFPNBlock,
@@ -56,7 +55,7 @@ class TimmFPNBackbone(nn.Module):
         if _accepts_img_size(name) and "img_size" not in kwargs:
             kwargs["img_size"] = image_size
         self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **kwargs)
-        info = self.body.feature_info
+        info: Any = self.body.feature_info
         reductions = list(info.reduction())
         channels = list(info.channels())
         fmt = getattr(self.body, "output_fmt", None)
@@ -124,8 +123,9 @@ def level_sizes(image_size: int, strides: list[int]) -> list[int]:
 
 
 def group_norm_layer(channels: int) -> Callable[[int], nn.Module]:
-    """GroupNorm factory with the largest of 32/16/8 groups that divides ``channels``."""
-    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    """GroupNorm factory: up to 32 groups (torchvision's choice for 256 channels), at least 4 channels
+    per group, so a 1x1 map (P7 of a small image) still normalises over several values."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if (channels % g == 0 and channels // g >= 4) or g == 1)
     return partial(nn.GroupNorm, groups)
 
 

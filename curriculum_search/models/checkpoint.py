@@ -51,7 +51,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(path, f"corrupt or unreadable checkpoint ({str(exc).splitlines()[0][:120]})") from None
+        raise CheckpointError(
+            path, f"corrupt or unreadable checkpoint ({str(exc).splitlines()[0][:120]})"
+        ) from None
     except Exception as exc:  # pickle.UnpicklingError for disallowed globals, etc.
         raise CheckpointError(path, f"unsafe or unreadable checkpoint ({type(exc).__name__})") from None
     if not isinstance(obj, dict):
@@ -60,7 +62,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def save_detector(
-    path: str | Path, model: Detector, metrics: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
+    path: str | Path,
+    model: Detector,
+    metrics: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write model weights only (no optimizer, no teacher) with its spec and metrics."""
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
@@ -76,11 +81,15 @@ def save_detector(
 
 def read_spec(ckpt: dict[str, Any], path: str | Path) -> DetectorSpec:
     if ckpt.get("format") != MODEL_FORMAT or "spec" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(path, f"not a curriculum_search model checkpoint (format {ckpt.get('format')!r})")
+        raise CheckpointError(
+            path, f"not a curriculum_search model checkpoint (format {ckpt.get('format')!r})"
+        )
     return from_dict(DetectorSpec, ckpt["spec"], path=path, prefix="spec")
 
 
-def load_detector(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Detector, dict[str, Any]]:
+def load_detector(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Detector, dict[str, Any]]:
     """Rebuild a detector from a model checkpoint; returns ``(model, checkpoint dict)``."""
     from curriculum_search.models.factory import build_detector
 
@@ -101,7 +110,8 @@ def load_detector_weights(model: Detector, path: str | Path) -> dict[str, Any]:
         for field in ("arch", "backbone", "num_classes", "fpn_channels"):
             if getattr(spec, field) != getattr(want, field):
                 raise CheckpointError(
-                    path, f"checkpoint is for {field}={getattr(spec, field)!r}, the model has {getattr(want, field)!r}"
+                    path,
+                    f"checkpoint is for {field}={getattr(spec, field)!r}, the model has {getattr(want, field)!r}",
                 )
         state = ckpt["state_dict"]
     else:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
 from torch import Tensor
 
 from curriculum_search.models.detector import Detection, Detector, DetOutput, Target, check_targets
@@ -40,6 +44,22 @@ class DenseDetector(Detector):
     ) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    @staticmethod
+    def run_matcher(compute_loss: Callable[..., Any], attrs: dict[str, Any], *args: Any) -> list[Tensor]:
+        """Run torchvision's own ``compute_loss`` matching code and capture ``matched_idxs``.
+
+        torchvision computes the anchor matches inside ``compute_loss`` and does not return them;
+        calling it on a stand-in ``self`` whose head records the matches reuses its exact logic.
+        """
+        captured: list[list[Tensor]] = []
+
+        def grab(targets: Any, head: Any, anchors: Any, matched: list[Tensor]) -> dict[str, Tensor]:
+            captured.append(matched)
+            return {}
+
+        compute_loss(SimpleNamespace(head=SimpleNamespace(compute_loss=grab), **attrs), *args)
+        return captured[0]
+
     def decode(self, bbox_regression: Tensor, anchors: list[Tensor]) -> Tensor:
         """Decode ``(B, A, 4)`` regression outputs into xyxy boxes ``(B, A, 4)``."""
         import torch
@@ -52,7 +72,11 @@ class DenseDetector(Detector):
         return coder.decode(bbox_regression, stacked)  # type: ignore[operator]
 
     def postprocess(
-        self, head: dict[str, Tensor], anchors: list[Tensor], num_per_level: list[int], image_size: tuple[int, int]
+        self,
+        head: dict[str, Tensor],
+        anchors: list[Tensor],
+        num_per_level: list[int],
+        image_size: tuple[int, int],
     ) -> list[Detection]:
         split = {k: list(v.split(num_per_level, dim=1)) for k, v in head.items()}
         split_anchors = [list(a.split(num_per_level)) for a in anchors]

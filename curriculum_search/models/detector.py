@@ -10,7 +10,7 @@ detection losses and (on request) post-processed detections.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +64,8 @@ class Detector(nn.Module):
     def __init__(self, spec: DetectorSpec, net: nn.Module, strides: list[int]) -> None:
         super().__init__()
         self.spec = spec
-        self.net = net
+        # torchvision's detectors are untyped containers of submodules: keep them Any for mypy
+        self.net: Any = net
         self.strides = list(strides)
         # Our inputs are already normalised and resized: disable torchvision's transform entirely.
         self.net.transform = nn.Identity()  # type: ignore[assignment]

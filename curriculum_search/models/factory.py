@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-
 from curriculum_search.errors import CheckpointError, ConfigError
 from curriculum_search.models._registry import arch_builder
 from curriculum_search.models.detector import Detector
@@ -21,7 +19,9 @@ _TORCHVISION_WEIGHTS = {
 }
 
 
-def build_detector(spec: DetectorSpec, *, load_weights: bool = True, source: str | Path | None = None) -> Detector:
+def build_detector(
+    spec: DetectorSpec, *, load_weights: bool = True, source: str | Path | None = None
+) -> Detector:
     """Build the detector described by ``spec`` and load ``spec.weights``.
 
     Args:
@@ -61,7 +61,9 @@ def _load_torchvision(model: Detector, spec: DetectorSpec, member: str, source: 
         w = enum.DEFAULT if member in ("", "DEFAULT") else enum[member]
     except KeyError:
         names = ", ".join(m.name for m in enum)
-        raise ConfigError(source, "weights", f"unknown torchvision weights {member!r} (known: {names})") from None
+        raise ConfigError(
+            source, "weights", f"unknown torchvision weights {member!r} (known: {names})"
+        ) from None
     categories = [c for c in w.meta["categories"]]
     state = w.get_state_dict(progress=True, check_hash=True)
     if len(categories) != spec.num_classes + 1:
@@ -72,7 +74,9 @@ def _load_torchvision(model: Detector, spec: DetectorSpec, member: str, source: 
         )
     missing, unexpected = model.net.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("transform")]:
-        raise CheckpointError(str(w), f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            str(w), f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
 def torchvision_class_names(arch: str) -> tuple[str, ...]:

@@ -7,8 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import MultiScaleRoIAlign
 
@@ -32,7 +32,9 @@ class FasterRCNNDetector(Detector):
     def _level_names(self) -> list[str]:
         return [str(i) for i in range(len(self.strides) - 1)] + ["pool"]
 
-    def roi_outputs(self, features: list[Tensor], proposals: list[Tensor], image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def roi_outputs(
+        self, features: list[Tensor], proposals: list[Tensor], image_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
         """Class logits ``(P, K+1)`` and box deltas ``(P, (K+1)*4)`` for the given proposals."""
         heads = self.net.roi_heads
         fdict = self._feature_dict(features)
@@ -104,7 +106,9 @@ def build_faster_rcnn(spec: DetectorSpec, pretrained_backbone: bool = False) -> 
     if spec.backbone == "torchvision":
         from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
 
-        net = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common)
+        net = fasterrcnn_resnet50_fpn_v2(
+            weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common
+        )
         return FasterRCNNDetector(spec, net, [4, 8, 16, 32, 64])
     backbone = TimmFPNBackbone(
         spec.backbone,

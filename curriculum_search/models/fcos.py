@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from functools import partial
-from types import SimpleNamespace
-
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection import FCOS
+from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 
@@ -19,14 +17,17 @@ from curriculum_search.models.spec import DetectorSpec
 class FCOSDetector(DenseDetector):
     """FCOS: one point per location, centre sampling, GIoU + centre-ness losses."""
 
-    def match(self, anchors: list[Tensor], targets: list[dict[str, Tensor]], num_per_level: list[int]) -> list[Tensor]:
-        captured: list[list[Tensor]] = []
-        proxy = SimpleNamespace(
-            center_sampling_radius=self.net.center_sampling_radius,
-            head=SimpleNamespace(compute_loss=lambda t, h, a, m: captured.append(m) or {}),
+    def match(
+        self, anchors: list[Tensor], targets: list[dict[str, Tensor]], num_per_level: list[int]
+    ) -> list[Tensor]:
+        return self.run_matcher(
+            FCOS.compute_loss,
+            {"center_sampling_radius": self.net.center_sampling_radius},
+            targets,
+            {},
+            anchors,
+            num_per_level,
         )
-        FCOS.compute_loss(proxy, targets, {}, anchors, num_per_level)  # type: ignore[arg-type]
-        return captured[0]
 
     def compute_losses(self, targets, head, anchors, matched_idxs, num_per_level):  # type: ignore[no-untyped-def]
         return self.net.head.compute_loss(targets, head, anchors, matched_idxs)  # type: ignore[union-attr, operator]
@@ -42,7 +43,9 @@ def build_fcos(spec: DetectorSpec, pretrained_backbone: bool = False) -> FCOSDet
     if spec.backbone == "torchvision":
         from torchvision.models.detection import fcos_resnet50_fpn
 
-        net = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common)
+        net = fcos_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common
+        )
         return FCOSDetector(spec, net, [8, 16, 32, 64, 128])
     backbone = TimmFPNBackbone(
         spec.backbone,
@@ -57,8 +60,23 @@ def build_fcos(spec: DetectorSpec, pretrained_backbone: bool = False) -> FCOSDet
     # FCOS assigns GT to levels by size ranges [4s, 8s] of the "anchor" size, which must equal the stride.
     anchor_gen = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
     c, k, n = spec.fpn_channels, spec.num_classes + 1, spec.head_convs
-    head = FCOSHead(c, 1, k, num_convs=n)
-    head.classification_head = FCOSClassificationHead(c, 1, k, num_convs=n, norm_layer=group_norm_layer(c))
-    head.regression_head = FCOSRegressionHead(c, 1, num_convs=n, norm_layer=group_norm_layer(c))
+    head = _fcos_head(c, k, n)
     net = FCOS(backbone, k, anchor_generator=anchor_gen, head=head, **common)
     return FCOSDetector(spec, net, strides)
+
+
+class _FCOSHead(FCOSHead):
+    """torchvision's FCOS head with a GroupNorm that fits any FPN width (upstream hard-codes 32 groups)."""
+
+    def __init__(self, channels: int, num_classes: int, num_convs: int) -> None:
+        nn.Module.__init__(self)
+        self.box_coder = BoxLinearCoder(normalize_by_size=True)
+        norm = group_norm_layer(channels)
+        self.classification_head = FCOSClassificationHead(
+            channels, 1, num_classes, num_convs=num_convs, norm_layer=norm
+        )
+        self.regression_head = FCOSRegressionHead(channels, 1, num_convs=num_convs, norm_layer=norm)
+
+
+def _fcos_head(channels: int, num_classes: int, num_convs: int) -> FCOSHead:
+    return _FCOSHead(channels, num_classes, num_convs)

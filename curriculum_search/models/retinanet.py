@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from torch import Tensor
@@ -19,14 +18,12 @@ from curriculum_search.models.spec import DetectorSpec
 class RetinaNetDetector(DenseDetector):
     """RetinaNet: 9 anchors per location (3 octaves x 3 aspect ratios), sigmoid focal loss."""
 
-    def match(self, anchors: list[Tensor], targets: list[dict[str, Tensor]], num_per_level: list[int]) -> list[Tensor]:
-        captured: list[list[Tensor]] = []
-        proxy = SimpleNamespace(
-            proposal_matcher=self.net.proposal_matcher,
-            head=SimpleNamespace(compute_loss=lambda t, h, a, m: captured.append(m) or {}),
+    def match(
+        self, anchors: list[Tensor], targets: list[dict[str, Tensor]], num_per_level: list[int]
+    ) -> list[Tensor]:
+        return self.run_matcher(
+            RetinaNet.compute_loss, {"proposal_matcher": self.net.proposal_matcher}, targets, {}, anchors
         )
-        RetinaNet.compute_loss(proxy, targets, {}, anchors)  # type: ignore[arg-type]
-        return captured[0]
 
     def compute_losses(self, targets, head, anchors, matched_idxs, num_per_level):  # type: ignore[no-untyped-def]
         return self.net.head.compute_loss(targets, head, anchors, matched_idxs)  # type: ignore[union-attr, operator]
@@ -42,7 +39,9 @@ def build_retinanet(spec: DetectorSpec, pretrained_backbone: bool = False) -> Re
     if spec.backbone == "torchvision":
         from torchvision.models.detection import retinanet_resnet50_fpn_v2
 
-        net = retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common)
+        net = retinanet_resnet50_fpn_v2(
+            weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common
+        )
         return RetinaNetDetector(spec, net, [8, 16, 32, 64, 128])
     backbone = TimmFPNBackbone(
         spec.backbone,
@@ -54,7 +53,9 @@ def build_retinanet(spec: DetectorSpec, pretrained_backbone: bool = False) -> Re
         backbone_kwargs=spec.backbone_kwargs,
     )
     strides = backbone.strides
-    anchor_gen = AnchorGenerator(anchor_sizes(strides, spec.anchor_scale, octaves=3), ((0.5, 1.0, 2.0),) * len(strides))
+    anchor_gen = AnchorGenerator(
+        anchor_sizes(strides, spec.anchor_scale, octaves=3), ((0.5, 1.0, 2.0),) * len(strides)
+    )
     head = RetinaNetHead(
         spec.fpn_channels,
         anchor_gen.num_anchors_per_location()[0],

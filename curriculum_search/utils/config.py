@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import types
-
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -68,7 +67,9 @@ def _convert(tp: Any, value: Any, path: str | Path | None, key: str) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(path, key, f"must be one of {', '.join(map(repr, allowed))}, got {_describe(value)}")
+            raise ConfigError(
+                path, key, f"must be one of {', '.join(map(repr, allowed))}, got {_describe(value)}"
+            )
         return value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return from_dict(tp, value, path=path, prefix=key)

@@ -94,6 +94,8 @@ def load_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ConfigError(path, f"line {exc.lineno}, column {exc.colno}", f"malformed JSON ({exc.msg})") from None
+        raise ConfigError(
+            path, f"line {exc.lineno}, column {exc.colno}", f"malformed JSON ({exc.msg})"
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(path, None, "not a UTF-8 text file") from None

@@ -1,0 +1,3 @@
+from curriculum_search.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""Command line: ``python -m curriculum_search <command>``; each command is a thin layer over a
+library function (tests call those directly)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from curriculum_search.errors import UserError
+
+DEFAULT_SPACE = "space/default.yaml"
+
+EPILOG = """\
+typical use:
+  python -m curriculum_search run                          # embedded default: synthetic data, own teacher zoo
+  python -m curriculum_search run --space space/my.yaml --trials 50 --workers 2
+  python -m curriculum_search studies                      # list studies and their best AP
+  python -m curriculum_search export --study default -o best.yaml
+  python -m curriculum_search train --recipe best.yaml     # full run of a recipe
+  streamlit run app.py                                     # dashboard
+Every command can be interrupted and re-run: it resumes where it stopped.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--studies-dir",
+        default=os.environ.get("CURRICULUM_SEARCH_STUDIES", "studies"),
+        type=Path,
+        help="folder holding studies, the teacher zoo and caches (default: ./studies or $CURRICULUM_SEARCH_STUDIES)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def _runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N or auto (default: the file's train.device, auto = GPU if present)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads per training process (default: torch's choice)"
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="do not cache teacher outputs (always run the teachers)"
+    )
+    p.add_argument(
+        "--cache-memory-mb",
+        type=float,
+        default=1024,
+        help="RAM for cached teacher outputs per process (default 1024)",
+    )
+    p.add_argument(
+        "--cache-disk-mb",
+        type=float,
+        default=20480,
+        help="disk budget for cached teacher outputs (default 20480)",
+    )
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--space",
+        default=DEFAULT_SPACE,
+        type=Path,
+        help=f"search-space YAML (default: {DEFAULT_SPACE}, the embedded synthetic default)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="study name (default: the space's name); the study lives in STUDIES_DIR/NAME/",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="finished trials wanted in the study, baselines included (default: the space's `trials`)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="stop starting new trials after this many seconds (default: the space's `timeout_s`)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="trials run at once on this machine, one process each; GPUs assigned round-robin, CPU threads split (default 1)",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (postgresql://..., sqlite:///..., journal:PATH); default: sqlite STUDIES_DIR/NAME/study.db",
+    )
+    p.add_argument("--seed", type=int, default=None, help="override the space's seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="curriculum_search",
+        description="Search the best multi-teacher distillation curriculum for an object detector with Optuna, then train it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from curriculum_search import __version__
+
+    parser.add_argument("--version", action="version", version=f"curriculum_search {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "run",
+        help="search (or resume) -> full run of the best curriculum -> export (the main job)",
+        description="Build missing zoo teachers, run or resume the search, train the best curriculum at full length and export it to STUDIES_DIR/NAME/best_recipe.yaml.",
+    )
+    _search_args(p)
+    p.add_argument(
+        "--skip-full", action="store_true", help="stop after the search and export (no full-length run)"
+    )
+    _runtime(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "search",
+        help="run or resume the search only",
+        description="Run or resume the Optuna study of a space until it has --trials finished trials.",
+    )
+    _search_args(p)
+    _runtime(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "worker",
+        help="join a study on a server database from another machine",
+        description="Run trials of an existing study (created by `run`/`search`) against a shared storage, e.g. PostgreSQL; start one per GPU/host.",
+    )
+    p.add_argument(
+        "--storage",
+        required=True,
+        help="Optuna storage URL shared by all hosts (postgresql://user:pw@host/db or journal:PATH)",
+    )
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="stop when the study has this many finished trials (default: the study's target)",
+    )
+    _runtime(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train a recipe (student-only weights + metrics)",
+        description="Run a recipe YAML to the end. Re-running resumes from the last checkpoint. Works under `torchrun --nproc-per-node N` (DDP).",
+    )
+    p.add_argument("--recipe", required=True, type=Path, help="recipe YAML (e.g. exported by `export`)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: STUDIES_DIR/runs/<recipe name>)"
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="ignore existing checkpoints in the output folder and start over",
+    )
+    _runtime(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "export",
+        help="write a trial's curriculum as a recipe YAML",
+        description="Export the best (or a given) trial of a study as a full-length recipe with provenance.",
+    )
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--trial", type=int, default=None, help="trial number (default: the best finished trial)")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="recipe file to write (default: print to stdout)"
+    )
+    p.add_argument(
+        "--proxy", action="store_true", help="export the proxy-length recipe instead of the full-length one"
+    )
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: the study's SQLite file)")
+    _common(p)
+
+    p = sub.add_parser("studies", help="list studies with state, best AP and trial counts")
+    p.add_argument("--storage", default=None, help="also list the studies of this storage URL")
+    _common(p)
+
+    p = sub.add_parser("status", help="details of one study: trials, best curriculum, full run")
+    p.add_argument("name", help="study name")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: the study's SQLite file)")
+    _common(p)
+
+    p = sub.add_parser("zoo", help="build or list the teacher zoo of a space")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    zp = zsub.add_parser(
+        "build",
+        help="train every zoo teacher of the space that has no checkpoint yet",
+        description="Train missing zoo teachers (and the student-alone reference) of a space into STUDIES_DIR/_zoo/.",
+    )
+    zp.add_argument(
+        "--space", default=DEFAULT_SPACE, type=Path, help=f"search-space YAML (default: {DEFAULT_SPACE})"
+    )
+    _runtime(zp)
+    _common(zp)
+    zp = zsub.add_parser("list", help="print the pool with AP, parameters, GFLOPs and latency")
+    zp.add_argument(
+        "--space", default=DEFAULT_SPACE, type=Path, help=f"search-space YAML (default: {DEFAULT_SPACE})"
+    )
+    _common(zp)
+
+    p = sub.add_parser("dashboard", help="open the Streamlit dashboard (localhost)")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--storage", default=None, help="also show the studies of this storage URL")
+    _common(p)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("PIL", "matplotlib", "urllib3", "timm"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _cache_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from curriculum_search.distill.cache import CacheConfig
+
+    return CacheConfig(
+        enabled=not args.no_cache,
+        root=args.studies_dir / "_cache" / "teachers",
+        max_memory_mb=args.cache_memory_mb,
+        max_disk_mb=args.cache_disk_mb,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from curriculum_search.curriculum.recipe import load_recipe
+    from curriculum_search.curriculum.trainer import RunOptions, run_recipe
+
+    recipe = load_recipe(args.recipe)
+    out = args.out or (args.studies_dir / "runs" / recipe.name)
+    if args.restart and (out / "checkpoints" / "last.pt").exists():
+        (out / "checkpoints" / "last.pt").unlink()
+    options = RunOptions(
+        out_dir=out,
+        cache_root=args.studies_dir / "_cache",
+        base_dir=_recipe_base(args.recipe, args.studies_dir),
+        source=args.recipe,
+        cache=_cache_config(args),
+        progress=not args.quiet,
+        device=args.device,
+        threads=args.threads,
+    )
+    result = run_recipe(recipe, options)
+    m = result.metrics
+    print(f"{recipe.name}: AP {m.ap:.4f}  AP50 {m.ap50:.4f}  AP75 {m.ap75:.4f}  ({result.wall_time_s:.0f}s)")
+    print(f"student weights: {result.student_path}\nmetrics: {result.metrics_path}")
+    return 0
+
+
+def _recipe_base(recipe_path: Path, studies_dir: Path) -> Path:
+    """Relative paths in a recipe resolve against the studies folder when the recipe lives inside it
+    (exported recipes point at the shared zoo), else against the recipe's own folder."""
+    rp, sd = recipe_path.resolve(), studies_dir.resolve()
+    return sd if rp.is_relative_to(sd) else rp.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    handlers = {"train": cmd_train}
+    try:
+        from curriculum_search import commands
+
+        handlers.update(commands.HANDLERS)
+    except ImportError:
+        pass
+    key = args.command if args.command != "zoo" else f"zoo_{args.zoo_command}"
+    try:
+        return handlers[key](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: everything finished so far is saved; re-run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130

@@ -1,0 +1,86 @@
+"""Turn a recipe's :class:`DataConfig` into train/val datasets (synthetic default or COCO files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from curriculum_search.curriculum.recipe import DataConfig, resolve_path
+from curriculum_search.data import CocoDetection, TransformConfig, ensure_synthetic, labeled_fraction, subset
+from curriculum_search.data.coco import base_dataset
+
+
+@dataclass
+class Datasets:
+    """Train (augmented, cacheable variants) and val (deterministic) datasets of a recipe."""
+
+    train: Dataset  # type: ignore[type-arg]
+    val: Dataset  # type: ignore[type-arg]
+    class_names: tuple[str, ...]
+    fingerprint: str
+
+    @property
+    def train_base(self) -> CocoDetection:
+        return base_dataset(self.train)  # type: ignore[return-value]
+
+
+def build_datasets(
+    cfg: DataConfig,
+    *,
+    class_names: tuple[str, ...] | None,
+    cache_root: Path,
+    base_dir: Path,
+    source: str | Path | None = None,
+    seed: int = 0,
+) -> Datasets:
+    """Build the datasets; relative COCO paths resolve against ``base_dir`` (and may not leave it)."""
+    if cfg.kind == "synthetic":
+        paths = ensure_synthetic(cfg.synthetic, cache_root / "data")
+        train_images, train_ann = paths.train_images, paths.train_ann
+        val_images, val_ann = paths.val_images, paths.val_ann
+        unlabeled = paths.unlabeled_dir
+    else:
+
+        def res(key: str) -> Path:
+            return resolve_path(str(getattr(cfg, key)), base_dir, source=source, field_name=f"data.{key}")
+
+        train_images, train_ann, val_images, val_ann = (
+            res(k) for k in ("train_images", "train_ann", "val_images", "val_ann")
+        )
+        unlabeled = res("unlabeled_dir") if cfg.unlabeled_dir else None
+    names = list(class_names) if class_names else None
+    train_tf = TransformConfig(image_size=cfg.image_size, hflip=cfg.hflip)
+    val_tf = TransformConfig(image_size=cfg.image_size)
+    train = CocoDetection(
+        train_images, train_ann, train_tf, class_names=names, unlabeled_dir=unlabeled, seed=seed
+    )
+    val = CocoDetection(
+        val_images, val_ann, val_tf, class_names=list(train.class_names), include_unlabeled=False
+    )
+    train_ds: Dataset = train  # type: ignore[type-arg]
+    val_ds: Dataset = val  # type: ignore[type-arg]
+    if cfg.train_subset is not None:
+        train_ds = subset(train, cfg.train_subset, cfg.subset_seed)
+    if cfg.val_subset is not None:
+        val_ds = subset(val, cfg.val_subset, cfg.subset_seed + 1)
+    fp = train.fingerprint
+    return Datasets(train_ds, val_ds, tuple(train.class_names), fp)
+
+
+def stage_dataset(train: Dataset, *, gt_fraction: float, use_unlabeled: bool, seed: int) -> Dataset:  # type: ignore[type-arg]
+    """The images a stage trains on: a fraction of the labeled ones (+ unlabeled for pseudo labels)."""
+    base = base_dataset(train)
+    indices = list(train.indices) if isinstance(train, Subset) else list(range(len(base)))  # type: ignore[arg-type]
+    labeled = [i for i in indices if base.is_labeled(i)]  # type: ignore[attr-defined]
+    unlabeled = [i for i in indices if not base.is_labeled(i)]  # type: ignore[attr-defined]
+    parts: list[Dataset] = []  # type: ignore[type-arg]
+    if labeled:
+        lab = Subset(base, labeled)
+        parts.append(labeled_fraction(lab, gt_fraction, seed) if gt_fraction < 1 else lab)
+    if use_unlabeled and unlabeled:
+        parts.append(Subset(base, unlabeled))
+    if not parts:
+        raise ValueError("the stage has no images to train on")
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
