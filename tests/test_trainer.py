@@ -1,0 +1,170 @@
+"""Progressive trainer: loss goes down, stages carry weights, interrupted runs resume identically,
+the teacher cache removes teacher forwards, bad recipes get one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from curriculum_search.curriculum.recipe import (
+    DataConfig,
+    FeatureKD,
+    PseudoLabelKD,
+    Recipe,
+    ResponseKD,
+    Stage,
+    TeacherRef,
+    TrainConfig,
+    load_recipe,
+    save_recipe,
+)
+from curriculum_search.curriculum.trainer import RunOptions, run_recipe
+from curriculum_search.data import SyntheticConfig
+from curriculum_search.distill.cache import CacheConfig
+from curriculum_search.errors import ConfigError
+from curriculum_search.models import DetectorSpec, build_detector, load_detector, save_detector
+
+SYN = SyntheticConfig(num_train=32, num_val=8, num_unlabeled=4, image_size=64, seed=5)
+CLASSES = tuple(SYN.classes)
+
+
+def _spec(backbone: str = "mobilenetv3_small_050", **kw) -> DetectorSpec:
+    return DetectorSpec(arch="fcos", backbone=backbone, num_classes=len(CLASSES), class_names=CLASSES, fpn_channels=16, image_size=64, head_convs=1, **kw)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_detector(path, build_detector(_spec("resnet10t")))
+    return path
+
+
+def _recipe(teacher: Path, stages: tuple[Stage, ...], **train_kw) -> Recipe:
+    train = dict(batch_size=4, lr=2e-3, warmup_iterations=2, checkpoint_every=2, eval_every=0)
+    train.update(train_kw)
+    return Recipe(
+        name="t",
+        student=_spec(),
+        data=DataConfig(kind="synthetic", synthetic=SYN, image_size=64),
+        teachers={"a": TeacherRef(checkpoint=str(teacher)), "b": TeacherRef(checkpoint=str(teacher))},
+        stages=stages,
+        train=TrainConfig(**train),
+        seed=1,
+    )
+
+
+def _options(tmp: Path, out: str, cache_root: Path | None = None, **kw) -> RunOptions:
+    cache = CacheConfig(root=(cache_root or tmp / "cache") / "teachers")
+    return RunOptions(out_dir=tmp / out, cache_root=cache_root or tmp / "cache", base_dir=tmp, cache=cache, progress=False, **kw)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_detector(path)[0].state_dict()
+
+
+def test_supervised_training_lowers_the_loss(tmp_path: Path, teacher_ckpt: Path):
+    recipe = _recipe(teacher_ckpt, (Stage(iterations=40),), lr=3e-3, checkpoint_every=0)
+    seen: list[float] = []
+    opts = _options(tmp_path, "sup")
+    import curriculum_search.curriculum.trainer as tr
+
+    orig = tr._TrainStep.forward
+
+    def spy(self, *a, **k):
+        total, terms = orig(self, *a, **k)
+        seen.append(float(total.detach()))
+        return total, terms
+
+    tr._TrainStep.forward = spy  # type: ignore[method-assign]
+    try:
+        run_recipe(recipe, opts)
+    finally:
+        tr._TrainStep.forward = orig  # type: ignore[method-assign]
+    first, last = sum(seen[:8]) / 8, sum(seen[-8:]) / 8
+    assert last < 0.8 * first, (first, last)
+    assert (tmp_path / "sup" / "student.pt").exists() and (tmp_path / "sup" / "metrics.json").exists()
+
+
+def _two_stage(teacher: Path) -> Recipe:
+    return _recipe(
+        teacher,
+        (
+            Stage(teachers=("a",), iterations=5, feature=FeatureKD("mgd"), response=ResponseKD()),
+            Stage(teachers=("b",), iterations=4, feature=FeatureKD("cwd"), response=ResponseKD(gate=False)),
+        ),
+    )
+
+
+def test_two_stage_curriculum_resumes_identically_after_interruption(tmp_path: Path, teacher_ckpt: Path):
+    recipe = _two_stage(teacher_ckpt)
+    full = run_recipe(recipe, _options(tmp_path, "full"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_7(iteration: int, _res: object) -> None:
+        if iteration == 7:
+            raise Stop
+
+    interrupted = recipe.replace(train=recipe.train.__class__(**{**recipe.train.__dict__, "eval_every": 7}))
+    with pytest.raises(Stop):
+        run_recipe(interrupted, _options(tmp_path, "part", callbacks=[stop_at_7]))
+    assert (tmp_path / "part" / "stage1.pt").exists() and not (tmp_path / "part" / "student.pt").exists()
+    resumed = run_recipe(interrupted, _options(tmp_path, "part"))
+    assert resumed.resumed_from == 5  # last checkpoint: end of stage 1 (stage 2 eval at 7 came first)
+    a, b = _weights(full.student_path), _weights(resumed.student_path)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # stage 2 started from stage 1's student: the final weights moved away from stage 1's
+    s1 = _weights(tmp_path / "full" / "stage1.pt")
+    assert any(not torch.equal(s1[k], a[k]) for k in a)
+
+
+def test_teacher_cache_removes_teacher_forwards_on_a_second_run(tmp_path: Path, teacher_ckpt: Path):
+    recipe = _recipe(teacher_ckpt, (Stage(teachers=("a",), iterations=16, feature=FeatureKD("mse"), response=ResponseKD()),))
+    first = run_recipe(recipe, _options(tmp_path, "one"))
+    assert first.teacher_forwards > 0
+    second = run_recipe(recipe, _options(tmp_path, "two"))
+    assert second.teacher_forwards == 0
+
+
+def test_pseudo_label_stage_then_ground_truth_finetune(tmp_path: Path, teacher_ckpt: Path):
+    recipe = _recipe(
+        teacher_ckpt,
+        (
+            Stage(teachers=("a", "b"), iterations=4, pseudo=PseudoLabelKD(score_threshold=0.05, fuse="wbf", mode="pseudo")),
+            Stage(iterations=3, gt_fraction=0.5),
+        ),
+    )
+    res = run_recipe(recipe, _options(tmp_path, "pl"))
+    assert res.metrics.num_images == SYN.num_val
+
+
+def test_recipe_yaml_round_trip_and_errors(tmp_path: Path, teacher_ckpt: Path):
+    recipe = _two_stage(teacher_ckpt)
+    path = save_recipe(recipe, tmp_path / "r.yaml")
+    assert load_recipe(path) == recipe
+    text = path.read_text().replace("iterations: 5", "iterations: five")
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"bad\.yaml: stages\[0\]\.iterations: expected an integer"):
+        load_recipe(tmp_path / "bad.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["stages"][0]["teachers"] = ["zz"]
+    (tmp_path / "bad2.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.teachers: unknown teacher 'zz'"):
+        load_recipe(tmp_path / "bad2.yaml")
+    (tmp_path / "bad3.yaml").write_text("name: x\nstudent: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad3\.yaml: line \d+, column \d+: malformed YAML"):
+        load_recipe(tmp_path / "bad3.yaml")
+
+
+def test_head_kd_between_incompatible_heads_is_refused(tmp_path: Path, teacher_ckpt: Path):
+    other = tmp_path / "retina.pt"
+    save_detector(other, build_detector(_spec("resnet10t").with_updates(arch="retinanet")))
+    recipe = _recipe(teacher_ckpt, (Stage(teachers=("a",), iterations=2, response=ResponseKD()),))
+    recipe = recipe.replace(teachers={"a": TeacherRef(checkpoint=str(other))})
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.response: head KD needs teacher 'a'"):
+        run_recipe(recipe, _options(tmp_path, "x"))
