@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from curriculum_search.errors import UserError
 
@@ -256,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = RunOptions(
         out_dir=out,
         cache_root=args.studies_dir / "_cache",
-        base_dir=_recipe_base(args.recipe, args.studies_dir),
+        base_dir=_recipe_base(args.recipe, args.studies_dir, recipe),
         source=args.recipe,
         cache=_cache_config(args),
         progress=not args.quiet,
@@ -270,11 +271,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe_base(recipe_path: Path, studies_dir: Path) -> Path:
-    """Relative paths in a recipe resolve against the studies folder when the recipe lives inside it
-    (exported recipes point at the shared zoo), else against the recipe's own folder."""
+def _recipe_base(recipe_path: Path, studies_dir: Path, recipe: Any) -> Path:
+    """Relative paths in a recipe resolve against the studies folder for recipes exported from a
+    study or living inside it (they point at the shared zoo), else against the recipe's folder."""
     rp, sd = recipe_path.resolve(), studies_dir.resolve()
-    return sd if rp.is_relative_to(sd) else rp.parent
+    return sd if (rp.is_relative_to(sd) or recipe.provenance.get("study")) else rp.parent
 
 
 def main(argv: list[str] | None = None) -> int:

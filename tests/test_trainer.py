@@ -32,7 +32,16 @@ CLASSES = tuple(SYN.classes)
 
 
 def _spec(backbone: str = "mobilenetv3_small_050", **kw) -> DetectorSpec:
-    return DetectorSpec(arch="fcos", backbone=backbone, num_classes=len(CLASSES), class_names=CLASSES, fpn_channels=16, image_size=64, head_convs=1, **kw)
+    return DetectorSpec(
+        arch="fcos",
+        backbone=backbone,
+        num_classes=len(CLASSES),
+        class_names=CLASSES,
+        fpn_channels=16,
+        image_size=64,
+        head_convs=1,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,14 @@ def _recipe(teacher: Path, stages: tuple[Stage, ...], **train_kw) -> Recipe:
 
 def _options(tmp: Path, out: str, cache_root: Path | None = None, **kw) -> RunOptions:
     cache = CacheConfig(root=(cache_root or tmp / "cache") / "teachers")
-    return RunOptions(out_dir=tmp / out, cache_root=cache_root or tmp / "cache", base_dir=tmp, cache=cache, progress=False, **kw)
+    return RunOptions(
+        out_dir=tmp / out,
+        cache_root=cache_root or tmp / "cache",
+        base_dir=tmp,
+        cache=cache,
+        progress=False,
+        **kw,
+    )
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -124,7 +140,10 @@ def test_two_stage_curriculum_resumes_identically_after_interruption(tmp_path: P
 
 
 def test_teacher_cache_removes_teacher_forwards_on_a_second_run(tmp_path: Path, teacher_ckpt: Path):
-    recipe = _recipe(teacher_ckpt, (Stage(teachers=("a",), iterations=16, feature=FeatureKD("mse"), response=ResponseKD()),))
+    recipe = _recipe(
+        teacher_ckpt,
+        (Stage(teachers=("a",), iterations=16, feature=FeatureKD("mse"), response=ResponseKD()),),
+    )
     first = run_recipe(recipe, _options(tmp_path, "one"))
     assert first.teacher_forwards > 0
     second = run_recipe(recipe, _options(tmp_path, "two"))
@@ -135,7 +154,11 @@ def test_pseudo_label_stage_then_ground_truth_finetune(tmp_path: Path, teacher_c
     recipe = _recipe(
         teacher_ckpt,
         (
-            Stage(teachers=("a", "b"), iterations=4, pseudo=PseudoLabelKD(score_threshold=0.05, fuse="wbf", mode="pseudo")),
+            Stage(
+                teachers=("a", "b"),
+                iterations=4,
+                pseudo=PseudoLabelKD(score_threshold=0.05, fuse="wbf", mode="pseudo"),
+            ),
             Stage(iterations=3, gt_fraction=0.5),
         ),
     )

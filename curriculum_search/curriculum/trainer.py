@@ -95,6 +95,7 @@ class RunOptions:
     device: str | None = None
     threads: int | None = None
     keep_stage_checkpoints: bool = True
+    progress_file: Path | None = None
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -338,6 +339,8 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                 scheduler.step()
                 g = bounds[k] + step + 1
                 bar.update(1)
+                if options.progress_file is not None and (g % 5 == 0 or g == total):
+                    _write_progress(options.progress_file, g, total, k, float(loss.detach()), dist)
                 if g % 10 == 0 or step == start:
                     bar.set_postfix(
                         stage=f"{k + 1}/{len(recipe.stages)}", loss=f"{loss.item():.3f}", refresh=False
@@ -458,6 +461,13 @@ def _evaluate(student: Detector, data: Datasets, cfg: Any, device: torch.device,
     if not all(math.isfinite(v) for v in (res.ap, res.ap50)):
         raise TrialFailure("evaluation produced a non-finite AP")
     return res
+
+
+def _write_progress(path: Path, iteration: int, total: int, stage: int, loss: float, dist: _Dist) -> None:
+    if dist.main:
+        atomic_write_text(
+            path, json.dumps({"iteration": iteration, "total": total, "stage": stage, "loss": loss})
+        )
 
 
 def _append_history(out: Path, row: dict[str, Any], dist: _Dist) -> None:

@@ -80,7 +80,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def dump_yaml(data: Mapping[str, Any], path: str | Path | None = None) -> str:
-    text = yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+    text = yaml.safe_dump(
+        dict(data), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100
+    )
     if path is not None:
         atomic_write_text(path, text)
     return text

@@ -1,0 +1,771 @@
+"""Fixed-dimension encoding of curricula as Optuna parameters, and decoding back to recipes.
+
+Optuna refuses a categorical whose choices change between trials ("dynamic value space"), and
+multivariate TPE / GP model only the parameters every trial shares. So every trial of a study
+suggests exactly the same parameters with the same distributions (:func:`param_distributions`):
+
+* ``n_stages`` — int in ``search.n_stages``.
+* ``order_key.<teacher>`` — one float in [0, 1] per searchable teacher (random keys): the order is
+  the teachers sorted by key (ties by name), the curriculum uses the first ``n_stages``.
+  Only when there are >= 2 searchable teachers.
+* ``frac.<i>`` for ``i < max stages`` — float in [0, 1]; the first ``n_stages`` are normalised to
+  sum 1 and floored at ``search.min_stage_fraction``; then split into integer iterations of the
+  budget that sum exactly to it. Only when up to >= 2 stages are searched.
+* ``feature_loss`` (categorical, ``none`` = off), ``response`` and ``pseudo`` (categorical bools).
+* ``feature_weight``, ``cls_weight``, ``box_weight``, ``temperature``, ``lr`` — log-scale floats;
+  weights are per *method*, shared by all stages (a weight of 1 is the loss' paper setting).
+  ``feature_weight`` exists only if some feature loss can be on, the response ones only if
+  response KD can be on.
+* ``decay`` (categorical) and ``decay_floor`` (linear float; only if a non-constant decay exists).
+
+Decoding (:func:`decode_params`) ignores parameters the curriculum does not use (weights of a
+method that is off, keys of unused teachers, fractions past ``n_stages``, the floor of a constant
+decay) and rounds floats to 4 significant digits, so :attr:`CurriculumChoice.key` identifies what
+actually trains: two trials with the same key run the same proxy and the result can be reused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from curriculum_search.curriculum.recipe import (
+    Decay,
+    FeatureKD,
+    PseudoLabelKD,
+    Recipe,
+    ResponseKD,
+    Stage,
+    TeacherRef,
+)
+from curriculum_search.search.space import NO_FEATURE, SearchSpace, pool_hash, zoo_key
+from curriculum_search.utils.io import stable_hash
+
+if TYPE_CHECKING:
+    import optuna
+
+#: Significant digits kept for decoded float settings (weights, temperature, floor, lr).
+SIG_DIGITS = 4
+_EPS = 1e-9
+#: Keys of a plain curriculum description (:func:`choice_from_settings`).
+_CHOICE_KEYS = {
+    "teachers",
+    "fractions",
+    "feature_loss",
+    "feature_weight",
+    "response",
+    "cls_weight",
+    "box_weight",
+    "temperature",
+    "pseudo",
+    "decay",
+    "decay_floor",
+    "lr",
+}
+
+# -- parameter set --------------------------------------------------------------------------------
+
+
+def param_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """The fixed parameter set every trial of ``space`` suggests (see the module docstring)."""
+    dims = space.search
+    out: dict[str, BaseDistribution] = {"n_stages": IntDistribution(dims.n_stages[0], dims.n_stages[1])}
+    teachers = space.search_teachers
+    if len(teachers) >= 2:
+        for t in teachers:
+            out[f"order_key.{t}"] = FloatDistribution(0.0, 1.0)
+    if dims.n_stages[1] >= 2:
+        for i in range(dims.n_stages[1]):
+            out[f"frac.{i}"] = FloatDistribution(0.0, 1.0)
+    out["feature_loss"] = CategoricalDistribution(list(dims.feature_losses))
+    out["response"] = CategoricalDistribution(list(dims.response))
+    out["pseudo"] = CategoricalDistribution(list(dims.pseudo))
+    if dims.has_feature:
+        out["feature_weight"] = FloatDistribution(*dims.feature_weight, log=True)
+    if dims.has_response:
+        out["cls_weight"] = FloatDistribution(*dims.cls_weight, log=True)
+        out["box_weight"] = FloatDistribution(*dims.box_weight, log=True)
+        out["temperature"] = FloatDistribution(*dims.temperature, log=True)
+    out["decay"] = CategoricalDistribution(list(dims.decay))
+    if dims.has_floor:
+        out["decay_floor"] = FloatDistribution(*dims.decay_floor)
+    out["lr"] = FloatDistribution(*dims.lr, log=True)
+    return out
+
+
+def grid_search_space(
+    space: SearchSpace, points: int = 2, values: Mapping[str, Sequence[Any]] | None = None
+) -> dict[str, list[Any]]:
+    """A ``GridSampler`` search space over :func:`param_distributions`.
+
+    Categorical and int parameters take all their values; a float range takes ``points`` values
+    (log-spaced on log ranges, both ends included; one point = the geometric/arithmetic middle; a
+    fixed range ``lo == hi`` one value). ``values`` overrides the grid of named parameters.
+
+    Raises:
+        ValueError: an override names an unknown parameter or holds a value outside its range.
+    """
+    dists = param_distributions(space)
+    grid: dict[str, list[Any]] = {}
+    for name, dist in dists.items():
+        if isinstance(dist, CategoricalDistribution):
+            grid[name] = list(dist.choices)
+        elif isinstance(dist, IntDistribution):
+            grid[name] = list(range(dist.low, dist.high + 1, dist.step))
+        else:
+            assert isinstance(dist, FloatDistribution)
+            grid[name] = _float_points(dist.low, dist.high, points, dist.log)
+    for name, vals in (values or {}).items():
+        if name not in dists:
+            raise ValueError(f"unknown parameter {name!r} (parameters: {', '.join(dists)})")
+        dist = dists[name]
+        for v in vals:
+            if not _in_distribution(dist, v):
+                raise ValueError(f"value {v!r} of {name!r} is outside its distribution {dist}")
+        grid[name] = list(vals)
+    return grid
+
+
+def _in_distribution(dist: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is a valid external value of ``dist``."""
+    if isinstance(dist, CategoricalDistribution):
+        return any(value == c and type(value) is type(c) for c in dist.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(dist, IntDistribution):
+        return float(value).is_integer() and dist.low <= value <= dist.high
+    assert isinstance(dist, FloatDistribution)
+    return dist.low <= value <= dist.high
+
+
+def _float_points(lo: float, hi: float, points: int, log: bool) -> list[float]:
+    if lo == hi:
+        return [lo]
+    if points == 1:
+        return [math.sqrt(lo * hi) if log else (lo + hi) / 2]
+    out = []
+    for k in range(points):
+        t = k / (points - 1)
+        v = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo))) if log else lo + t * (hi - lo)
+        out.append(min(max(float(f"{v:.6g}"), lo), hi))
+    return out
+
+
+# -- integer split of a budget --------------------------------------------------------------------
+
+
+def floor_fractions(fractions: Sequence[float], minimum: float) -> list[float]:
+    """Normalise ``fractions`` to sum 1 and raise each to at least ``minimum`` (water-filling).
+
+    Entries below ``minimum`` are set to it; the others share the rest in proportion to their
+    values, repeated until none is below. All-zero input gives equal shares.
+
+    Raises:
+        ValueError: ``len(fractions) × minimum > 1`` or a negative fraction.
+    """
+    n = len(fractions)
+    if n == 0:
+        return []
+    if any(f < 0 for f in fractions):
+        raise ValueError(f"fractions must be >= 0, got {list(fractions)}")
+    if n * minimum > 1 + _EPS:
+        raise ValueError(f"{n} stages cannot each get a fraction >= {minimum}")
+    total = sum(fractions)
+    base = [f / total for f in fractions] if total > 0 else [1.0 / n] * n
+    fixed: set[int] = set()
+    while True:
+        free = [i for i in range(n) if i not in fixed]
+        rest = 1.0 - minimum * len(fixed)
+        mass = sum(base[i] for i in free)
+        out = [minimum] * n
+        for i in free:
+            out[i] = rest * base[i] / mass if mass > 0 else rest / len(free)
+        low = [i for i in free if out[i] < minimum - _EPS]
+        if not low:
+            return out
+        fixed.update(low)
+
+
+def split_iterations(fractions: Sequence[float], total: int, min_iterations: int = 1) -> tuple[int, ...]:
+    """Integer split of ``total`` iterations by ``fractions`` that sums exactly to ``total``.
+
+    Each part is ``floor(f × total)`` but at least ``min_iterations`` (itself capped at
+    ``total // n`` and at least 1); the difference to ``total`` is settled one iteration at a time
+    by the largest remainders (adding) or the smallest ones (removing, never below the minimum);
+    ties go to the earlier stage.
+
+    Raises:
+        ValueError: fewer iterations than stages.
+    """
+    n = len(fractions)
+    if n == 0:
+        return ()
+    if total < n:
+        raise ValueError(f"cannot split {total} iterations into {n} stages of >= 1 iteration")
+    s = sum(fractions)
+    fr = [f / s for f in fractions] if s > 0 else [1.0 / n] * n
+    lo = min(max(1, min_iterations), total // n)
+    raw = [f * total for f in fr]
+    parts = [max(lo, math.floor(r + 1e-6)) for r in raw]
+    while sum(parts) < total:
+        i = max(range(n), key=lambda j: (raw[j] - parts[j], -j))
+        parts[i] += 1
+    while sum(parts) > total:
+        i = min((j for j in range(n) if parts[j] > lo), key=lambda j: (raw[j] - parts[j], j))
+        parts[i] -= 1
+    return tuple(parts)
+
+
+def min_stage_iterations(total: int, min_fraction: float, n_stages: int) -> int:
+    """Fewest iterations of a stage: ``ceil(min_fraction × total)``, at least 1, at most ``total // n``."""
+    return min(max(1, math.ceil(min_fraction * total - _EPS)), max(1, total // max(1, n_stages)))
+
+
+# -- the decoded curriculum -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    """One decoded stage: its teacher and its iterations out of the choice's budget."""
+
+    teacher: str
+    iterations: int
+
+
+@dataclass(frozen=True)
+class CurriculumChoice:
+    """A decoded curriculum: ordered stages plus per-method settings shared by all stages.
+
+    ``stages`` empty means the student-only baseline (supervised training, no teacher).
+    Settings of a method that is off are ``None``; ``decay_floor`` is 0 for a constant decay.
+
+    Attributes:
+        stages: teacher and iterations of each stage, in order.
+        total_iterations: the budget the iterations split (sum of the stages' iterations).
+        min_stage_fraction: floor used when re-splitting for another budget (:meth:`to_stages`).
+        feature_loss / feature_weight: feature KD loss name and weight (None = off).
+        response / cls_weight / box_weight / temperature: TADF response KD (gated).
+        pseudo: pseudo-label KD on.
+        decay / decay_floor: distillation decay schedule over each stage.
+        lr: learning rate of every stage.
+    """
+
+    stages: tuple[StageChoice, ...]
+    total_iterations: int
+    min_stage_fraction: float = 0.0
+    feature_loss: str | None = None
+    feature_weight: float | None = None
+    response: bool = False
+    cls_weight: float | None = None
+    box_weight: float | None = None
+    temperature: float | None = None
+    pseudo: bool = False
+    decay: str = "constant"
+    decay_floor: float = 0.0
+    lr: float = 2e-3
+
+    def __post_init__(self) -> None:
+        if self.stages and sum(s.iterations for s in self.stages) != self.total_iterations:
+            raise ValueError(
+                f"stage iterations sum to {sum(s.iterations for s in self.stages)}, not {self.total_iterations}"
+            )
+        if len({s.teacher for s in self.stages}) != len(self.stages):
+            raise ValueError(f"a teacher appears twice in {[s.teacher for s in self.stages]}")
+
+    @classmethod
+    def student_only(cls, total_iterations: int, lr: float) -> CurriculumChoice:
+        """The student-only baseline: one supervised stage, no teacher, no distillation."""
+        return cls(stages=(), total_iterations=total_iterations, lr=_sig(lr))
+
+    @property
+    def is_student_only(self) -> bool:
+        return not self.stages
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        return tuple(s.teacher for s in self.stages)
+
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        """Share of the budget of each stage (``iterations / total_iterations``)."""
+        return tuple(s.iterations / self.total_iterations for s in self.stages)
+
+    @property
+    def distills(self) -> bool:
+        return bool(self.stages) and (self.feature_loss is not None or self.response or self.pseudo)
+
+    def content(self) -> dict[str, Any]:
+        """What trains, as plain data (the input of :attr:`key`)."""
+        return {
+            "stages": [[s.teacher, s.iterations] for s in self.stages],
+            "total_iterations": self.total_iterations,
+            "feature": None if self.feature_loss is None else [self.feature_loss, self.feature_weight],
+            "response": [self.cls_weight, self.box_weight, self.temperature] if self.response else None,
+            "pseudo": self.pseudo,
+            "decay": [self.decay, self.decay_floor],
+            "lr": self.lr,
+        }
+
+    @property
+    def key(self) -> str:
+        """Stable hash of :meth:`content`: equal keys train the same curriculum."""
+        return stable_hash(self.content())
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (e.g. a trial user attribute); :func:`choice_from_dict` inverts it."""
+        return {
+            "stages": [{"teacher": s.teacher, "iterations": s.iterations} for s in self.stages],
+            "total_iterations": self.total_iterations,
+            "min_stage_fraction": self.min_stage_fraction,
+            "feature_loss": self.feature_loss,
+            "feature_weight": self.feature_weight,
+            "response": self.response,
+            "cls_weight": self.cls_weight,
+            "box_weight": self.box_weight,
+            "temperature": self.temperature,
+            "pseudo": self.pseudo,
+            "decay": self.decay,
+            "decay_floor": self.decay_floor,
+            "lr": self.lr,
+            "key": self.key,
+        }
+
+    def iterations_for(self, total_iterations: int) -> tuple[int, ...]:
+        """Stage iterations for another budget: the same fractions, re-split exactly."""
+        if total_iterations == self.total_iterations:
+            return tuple(s.iterations for s in self.stages)
+        n = len(self.stages)
+        lo = min_stage_iterations(total_iterations, self.min_stage_fraction, n)
+        return split_iterations(self.fractions, total_iterations, lo)
+
+    def to_stages(self, total_iterations: int | None = None) -> tuple[Stage, ...]:
+        """Recipe stages for a budget (default: the choice's own ``total_iterations``).
+
+        Every stage gets the same methods: ``FeatureKD(loss, weight)``, ``ResponseKD(cls, box,
+        temperature, gate=True)``, ``PseudoLabelKD()`` (defaults), ``Decay(kind, floor)`` and
+        ``lr``. The student-only choice gives one stage without teachers.
+        """
+        total = self.total_iterations if total_iterations is None else total_iterations
+        if self.is_student_only:
+            return (Stage(teachers=(), iterations=total, lr=self.lr, name="student"),)
+        feature = (
+            None
+            if self.feature_loss is None
+            else FeatureKD(loss=self.feature_loss, weight=float(self.feature_weight or 0.0))
+        )
+        response = (
+            ResponseKD(
+                cls_weight=float(self.cls_weight or 0.0),
+                box_weight=float(self.box_weight or 0.0),
+                temperature=float(self.temperature or 1.0),
+                gate=True,
+            )
+            if self.response
+            else None
+        )
+        pseudo = PseudoLabelKD() if self.pseudo else None
+        decay = Decay(kind=self.decay, floor=self.decay_floor)
+        return tuple(
+            Stage(
+                teachers=(s.teacher,),
+                iterations=it,
+                feature=feature,
+                response=response,
+                pseudo=pseudo,
+                decay=decay,
+                lr=self.lr,
+                name=s.teacher,
+            )
+            for s, it in zip(self.stages, self.iterations_for(total))
+        )
+
+    def describe(self) -> str:
+        """One line, e.g. ``mid(40%) → big(60%) | mgd×1.2 resp(cls×1 box×1 T2) gate | cosine→0.1 | lr 2e-3``."""
+        if self.is_student_only:
+            return f"student only | lr {_fmt_lr(self.lr)}"
+        order = " → ".join(f"{s.teacher}({round(100 * f)}%)" for s, f in zip(self.stages, self.fractions))
+        methods = []
+        if self.feature_loss is not None:
+            methods.append(f"{self.feature_loss}×{_fmt(self.feature_weight)}")
+        if self.response:
+            methods.append(
+                f"resp(cls×{_fmt(self.cls_weight)} box×{_fmt(self.box_weight)} T{_fmt(self.temperature)}) gate"
+            )
+        if self.pseudo:
+            methods.append("pseudo")
+        decay = "constant" if self.decay == "constant" else f"{self.decay}→{_fmt(self.decay_floor)}"
+        return f"{order} | {' '.join(methods) or 'no KD'} | {decay} | lr {_fmt_lr(self.lr)}"
+
+
+def choice_from_dict(data: Mapping[str, Any]) -> CurriculumChoice:
+    """Inverse of :meth:`CurriculumChoice.as_dict` (the ``key`` entry, if any, is checked)."""
+    fields = dict(data)
+    key = fields.pop("key", None)
+    stages = tuple(StageChoice(str(s["teacher"]), int(s["iterations"])) for s in fields.pop("stages"))
+    choice = CurriculumChoice(stages=stages, **fields)
+    if key is not None and key != choice.key:
+        raise ValueError(f"curriculum key mismatch: stored {key}, recomputed {choice.key}")
+    return choice
+
+
+def _sig(x: float, digits: int = SIG_DIGITS) -> float:
+    return float(f"{float(x):.{digits}g}")
+
+
+def _sig_in(x: float, lo: float, hi: float) -> float:
+    return min(max(_sig(x), lo), hi)
+
+
+def _fmt(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3g}"
+
+
+def _fmt_lr(lr: float) -> str:
+    mant, exp = f"{lr:.1e}".split("e")
+    mant = mant.rstrip("0").rstrip(".")
+    return f"{mant}e{int(exp)}"
+
+
+# -- suggest / decode / encode --------------------------------------------------------------------
+
+
+def suggest_curriculum(
+    trial: optuna.trial.BaseTrial, space: SearchSpace, total_iterations: int | None = None
+) -> CurriculumChoice:
+    """Suggest the fixed parameter set on ``trial`` and decode it.
+
+    Args:
+        trial: an Optuna trial (enqueued parameters are taken as given).
+        space: the search space.
+        total_iterations: budget split between stages (default ``space.proxy.iterations``).
+    """
+    params: dict[str, Any] = {}
+    for name, dist in param_distributions(space).items():
+        if isinstance(dist, FloatDistribution):
+            params[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        elif isinstance(dist, IntDistribution):
+            params[name] = trial.suggest_int(name, dist.low, dist.high)
+        else:
+            assert isinstance(dist, CategoricalDistribution)
+            params[name] = trial.suggest_categorical(name, dist.choices)  # type: ignore[arg-type]
+    return decode_params(params, space, total_iterations)
+
+
+def decode_params(
+    params: Mapping[str, Any], space: SearchSpace, total_iterations: int | None = None
+) -> CurriculumChoice:
+    """Decode trial parameters (e.g. ``FrozenTrial.params``) into a :class:`CurriculumChoice`.
+
+    Raises:
+        ValueError: a parameter of :func:`param_distributions` is missing or out of its range.
+    """
+    dists = param_distributions(space)
+    for name, dist in dists.items():
+        if name not in params:
+            raise ValueError(f"missing curriculum parameter {name!r}")
+        if not _in_distribution(dist, params[name]):
+            raise ValueError(f"curriculum parameter {name}={params[name]!r} is outside {dist}")
+    n = int(params["n_stages"])
+    teachers = space.search_teachers
+    if len(teachers) >= 2:
+        keys = {t: float(params[f"order_key.{t}"]) for t in teachers}
+        order = sorted(teachers, key=lambda t: (keys[t], t))
+    else:
+        order = list(teachers)
+    settings: dict[str, Any] = {k: v for k, v in params.items() if k in _CHOICE_KEYS}
+    settings["teachers"] = order[:n]
+    settings["fractions"] = [float(params[f"frac.{i}"]) for i in range(n)] if n >= 2 else [1.0]
+    return choice_from_settings(space, settings, total_iterations)
+
+
+def default_settings(space: SearchSpace) -> dict[str, Any]:
+    """Baseline method settings, each moved to the nearest value the space allows.
+
+    Feature KD ``mgd`` × 1 (else the first listed loss that is not ``none``; off if only ``none``),
+    response KD on (gated) with class/box weights 1 and temperature 2, pseudo labels off, linear
+    decay with floor 0.1, and the geometric mean of the ``lr`` range.
+    """
+    dims = space.search
+    losses = [f for f in dims.feature_losses if f != NO_FEATURE]
+    feature = "mgd" if "mgd" in losses else (losses[0] if losses else None)
+
+    def clamp(v: float, rng: tuple[float, float]) -> float:
+        return min(max(v, rng[0]), rng[1])
+
+    return {
+        "feature_loss": feature,
+        "feature_weight": clamp(1.0, dims.feature_weight),
+        "response": True in dims.response,
+        "cls_weight": clamp(1.0, dims.cls_weight),
+        "box_weight": clamp(1.0, dims.box_weight),
+        "temperature": clamp(2.0, dims.temperature),
+        "pseudo": False not in dims.pseudo,
+        "decay": "linear" if "linear" in dims.decay else dims.decay[0],
+        "decay_floor": clamp(0.1, dims.decay_floor),
+        "lr": _sig(math.sqrt(dims.lr[0] * dims.lr[1])),
+    }
+
+
+def choice_from_settings(
+    space: SearchSpace, settings: Mapping[str, Any], total_iterations: int | None = None
+) -> CurriculumChoice:
+    """Build a choice from a plain description, with :func:`default_settings` for missing keys.
+
+    ``settings`` holds ``teachers`` (ordered names, required), optional ``fractions`` (default
+    equal; normalised and floored like decoded ones) and any of the method settings of
+    :func:`default_settings` (``feature_loss: none`` or null = off).
+
+    Raises:
+        ValueError: unknown key, unknown/duplicate teacher, stage count or value outside the space.
+    """
+    unknown = sorted(set(settings) - _CHOICE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown curriculum setting {unknown[0]!r} (allowed: {', '.join(sorted(_CHOICE_KEYS))})"
+        )
+    s = {**default_settings(space), **settings}
+    dims = space.search
+    teachers = list(s.get("teachers") or [])
+    for t in teachers:
+        if t not in space.search_teachers:
+            raise ValueError(
+                f"teacher {t!r} is not searchable (search teachers: {', '.join(space.search_teachers)})"
+            )
+    if len(set(teachers)) != len(teachers):
+        raise ValueError(f"a teacher appears twice in {teachers}")
+    n = len(teachers)
+    if not dims.n_stages[0] <= n <= dims.n_stages[1]:
+        raise ValueError(f"{n} stage(s) is outside search.n_stages {list(dims.n_stages)}")
+    total = space.proxy.iterations if total_iterations is None else int(total_iterations)
+    fractions = s.get("fractions") or [1.0] * n
+    if len(fractions) != n:
+        raise ValueError(f"{len(fractions)} fractions for {n} teachers")
+    fr = floor_fractions([float(f) for f in fractions], dims.min_stage_fraction)
+    its = split_iterations(fr, total, min_stage_iterations(total, dims.min_stage_fraction, n))
+    feature = s["feature_loss"] if s["feature_loss"] not in (None, NO_FEATURE) else NO_FEATURE
+    _check_choice("feature_loss", feature, dims.feature_losses)
+    _check_choice("response", bool(s["response"]), dims.response)
+    _check_choice("pseudo", bool(s["pseudo"]), dims.pseudo)
+    _check_choice("decay", s["decay"], dims.decay)
+    for name in ("feature_weight", "cls_weight", "box_weight", "temperature", "decay_floor", "lr"):
+        lo, hi = getattr(dims, name)
+        if not lo * (1 - 1e-9) <= float(s[name]) <= hi * (1 + 1e-9):
+            raise ValueError(f"{name} {s[name]} is outside search.{name} [{lo}, {hi}]")
+    use_feature = feature != NO_FEATURE
+    use_response = bool(s["response"])
+    decay = str(s["decay"])
+    return CurriculumChoice(
+        stages=tuple(StageChoice(t, it) for t, it in zip(teachers, its)),
+        total_iterations=total,
+        min_stage_fraction=dims.min_stage_fraction,
+        feature_loss=str(feature) if use_feature else None,
+        feature_weight=_sig_in(s["feature_weight"], *dims.feature_weight) if use_feature else None,
+        response=use_response,
+        cls_weight=_sig_in(s["cls_weight"], *dims.cls_weight) if use_response else None,
+        box_weight=_sig_in(s["box_weight"], *dims.box_weight) if use_response else None,
+        temperature=_sig_in(s["temperature"], *dims.temperature) if use_response else None,
+        pseudo=bool(s["pseudo"]),
+        decay=decay,
+        decay_floor=_sig_in(s["decay_floor"], *dims.decay_floor) if decay != "constant" else 0.0,
+        lr=_sig_in(s["lr"], *dims.lr),
+    )
+
+
+def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"{name} {value!r} is not among search.{name if name != 'feature_loss' else 'feature_losses'} {list(allowed)}"
+        )
+
+
+def encode_curriculum(
+    choice_like: CurriculumChoice | Mapping[str, Any], space: SearchSpace
+) -> dict[str, Any]:
+    """Trial parameters that :func:`decode_params` turns back into the same curriculum.
+
+    For ``study.enqueue_trial(params)``: warm starts, baselines, a previous study's best. Every
+    parameter of :func:`param_distributions` is set (unused ones to neutral values), so the trial
+    keeps the study's full parameter set. Fractions are encoded as ``iterations / budget`` of the
+    decoded split, so the integer split reproduces exactly; decoding uses the proxy budget.
+
+    Args:
+        choice_like: a :class:`CurriculumChoice`, or a mapping for :func:`choice_from_settings`.
+        space: the search space the parameters are for.
+
+    Raises:
+        ValueError: the student-only choice (not encodable), or settings outside the space.
+    """
+    if isinstance(choice_like, CurriculumChoice):
+        choice = choice_like
+        if choice.is_student_only:
+            raise ValueError("the student-only baseline has no curriculum parameters (see baselines.py)")
+        settings = {
+            "teachers": list(choice.teachers),
+            "fractions": list(choice.fractions),
+            "feature_loss": choice.feature_loss,
+            "response": choice.response,
+            "pseudo": choice.pseudo,
+            "decay": choice.decay,
+            "lr": choice.lr,
+        }
+        for k in ("feature_weight", "cls_weight", "box_weight", "temperature"):
+            if getattr(choice, k) is not None:
+                settings[k] = getattr(choice, k)
+        if choice.decay != "constant":
+            settings["decay_floor"] = choice.decay_floor
+        choice = choice_from_settings(space, settings)
+    else:
+        choice = choice_from_settings(space, choice_like)
+    defaults = default_settings(space)
+    dists = param_distributions(space)
+    n = len(choice.stages)
+    params: dict[str, Any] = {"n_stages": n}
+    teachers = space.search_teachers
+    if len(teachers) >= 2:
+        order = list(choice.teachers) + sorted(t for t in teachers if t not in choice.teachers)
+        for pos, t in enumerate(order):
+            params[f"order_key.{t}"] = pos / (len(teachers) - 1)
+    if space.search.n_stages[1] >= 2:
+        for i in range(space.search.n_stages[1]):
+            params[f"frac.{i}"] = choice.fractions[i] if (n >= 2 and i < n) else 0.5
+    params["feature_loss"] = choice.feature_loss or NO_FEATURE
+    params["response"] = choice.response
+    params["pseudo"] = choice.pseudo
+    params["decay"] = choice.decay
+    params["lr"] = choice.lr
+    for k in ("feature_weight", "cls_weight", "box_weight", "temperature"):
+        if k in dists:
+            v = getattr(choice, k)
+            params[k] = v if v is not None else defaults[k]
+    if "decay_floor" in dists:
+        params["decay_floor"] = choice.decay_floor if choice.decay != "constant" else defaults["decay_floor"]
+    params = {k: params[k] for k in dists}  # the exact parameter set, in its order
+    decoded = decode_params(params, space)
+    if decoded.key != choice.key:  # pragma: no cover - a bug, not a user error
+        raise RuntimeError(f"encoding does not round-trip: {choice.describe()} -> {decoded.describe()}")
+    return params
+
+
+# -- recipes ----------------------------------------------------------------------------------------
+
+
+def zoo_checkpoint_path(space: SearchSpace, name: str, studies_root: str | Path = "studies") -> Path:
+    """Where ``zoo build`` writes (and trials read) zoo teacher ``name``:
+    ``<studies_root>/_zoo/<name>-<zoo_key>/model.pt``."""
+    return Path(studies_root) / "_zoo" / f"{name}-{zoo_key(space, name)}" / "model.pt"
+
+
+def teacher_refs(space: SearchSpace, studies_root: str | Path = "studies") -> dict[str, TeacherRef]:
+    """The pool as recipe teachers: checkpoints and specs as given, zoo entries as their checkpoint.
+
+    A zoo checkpoint is written relative to the studies folder (``_zoo/<name>-<key>/model.pt``),
+    which recipes resolve relative teacher paths against, so recipes stay portable;
+    ``studies_root`` is accepted for symmetry with :func:`zoo_checkpoint_path` but not used.
+    """
+    out: dict[str, TeacherRef] = {}
+    for name, entry in space.teachers.items():
+        if entry.checkpoint is not None:
+            out[name] = TeacherRef(checkpoint=entry.checkpoint)
+        elif entry.spec is not None:
+            out[name] = TeacherRef(spec=entry.spec)
+        else:
+            # relative to the studies folder, which recipes resolve relative paths against
+            out[name] = TeacherRef(checkpoint=str(zoo_checkpoint_path(space, name, ".")))
+    return out
+
+
+def build_recipe(
+    space: SearchSpace,
+    choice: CurriculumChoice,
+    *,
+    iterations: int,
+    proxy: bool,
+    seed: int,
+    studies_root: str | Path = "studies",
+) -> Recipe:
+    """A complete recipe for ``choice`` trained for ``iterations`` in total.
+
+    ``proxy=True`` takes data subsets, image size and ``eval_every`` from ``space.proxy``;
+    ``proxy=False`` from ``space.full`` (null subsets/size keep the data's own). A changed image
+    size is applied to the data, the student spec and spec teachers (checkpoint/zoo teachers keep
+    theirs). ``train.lr`` is the choice's lr; teachers are the whole pool. ``provenance`` records
+    the space, pool hash, curriculum key, description and phase.
+    """
+    phase = space.proxy if proxy else space.full
+    image_size = phase.image_size or space.data.image_size
+    data = replace(
+        space.data,
+        image_size=image_size,
+        train_subset=phase.train_subset if phase.train_subset is not None else space.data.train_subset,
+        val_subset=phase.val_subset if phase.val_subset is not None else space.data.val_subset,
+    )
+    eval_every = phase.eval_every if phase.eval_every is not None else space.train.eval_every
+    train = replace(space.train, lr=choice.lr, eval_every=eval_every)
+    teachers = teacher_refs(space, studies_root)
+    if image_size != space.data.image_size:
+        teachers = {
+            k: TeacherRef(spec=v.spec.with_updates(image_size=image_size)) if v.spec is not None else v
+            for k, v in teachers.items()
+        }
+    return Recipe(
+        name=f"{space.name}-{choice.key}",
+        student=space.student.with_updates(image_size=image_size),
+        stages=choice.to_stages(iterations),
+        data=data,
+        teachers=teachers,
+        train=train,
+        seed=seed,
+        provenance={
+            "space": space.name,
+            "pool_hash": pool_hash(space),
+            "curriculum_key": choice.key,
+            "curriculum": choice.describe(),
+            "phase": "proxy" if proxy else "full",
+        },
+    )
+
+
+def proxy_cost(
+    choice: CurriculumChoice,
+    teacher_gflops: Mapping[str, float],
+    student_gflops: float,
+    total_iterations: int | None = None,
+) -> float:
+    """Cost of a curriculum: Σ over stages of ``iterations × (teacher GFLOPs + student GFLOPs)``.
+
+    GFLOPs are per image and forward (:func:`curriculum_search.models.cost.measure_cost`); the
+    student-only choice costs ``iterations × student GFLOPs``. Compare with
+    ``constraints.max_proxy_cost``.
+    """
+    total = choice.total_iterations if total_iterations is None else total_iterations
+    if choice.is_student_only:
+        return float(total * student_gflops)
+    its = choice.iterations_for(total)
+    return float(sum(it * (teacher_gflops[s.teacher] + student_gflops) for s, it in zip(choice.stages, its)))
+
+
+__all__ = [
+    "SIG_DIGITS",
+    "CurriculumChoice",
+    "StageChoice",
+    "build_recipe",
+    "choice_from_dict",
+    "choice_from_settings",
+    "decode_params",
+    "default_settings",
+    "encode_curriculum",
+    "floor_fractions",
+    "grid_search_space",
+    "min_stage_iterations",
+    "param_distributions",
+    "proxy_cost",
+    "split_iterations",
+    "suggest_curriculum",
+    "teacher_refs",
+    "zoo_checkpoint_path",
+]

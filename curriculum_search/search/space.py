@@ -1,0 +1,742 @@
+"""Search-space files: what a study searches over, validated, plus its Optuna sampler and pruner.
+
+A space file is YAML; every block is a frozen dataclass built with
+:func:`~curriculum_search.utils.config.from_dict`, so unknown keys, wrong types and out-of-range
+values are :class:`~curriculum_search.errors.ConfigError` naming the file and the dotted key::
+
+    name: default                 # study name (studies/<name>/)
+    seed: 0
+    data: {kind: synthetic, image_size: 128}
+    student: {arch: fcos, backbone: mobilenetv3_small_050, num_classes: 6, fpn_channels: 32}
+    teachers:                     # the pool, frozen per study
+      mine:  {checkpoint: runs/teacher.pt}
+      tv:    {spec: {arch: fcos, backbone: torchvision, num_classes: 90, weights: "torchvision:DEFAULT"}}
+      small: {zoo: {spec: {arch: fcos, backbone: resnet10t, num_classes: 6}, iterations: 1500}}
+    proxy:   {iterations: 300, train_subset: 256, val_subset: 96, eval_every: 100}
+    full:    {iterations: 1200}
+    search:  {n_stages: [1, 3], feature_losses: [mgd, cwd, mse, none], lr: [0.0005, 0.005]}
+    sampler: {name: tpe}
+    pruner:  {name: median}
+    trials: 20
+
+Relative paths in a space file (data folders/annotation files, teacher checkpoints, checkpoint
+``weights`` of a spec) are relative to the folder of the space file; :func:`load_space` makes them
+absolute, so a loaded :class:`SearchSpace` (and the copy a study saves) does not depend on the
+working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from curriculum_search.curriculum.recipe import DataConfig, TrainConfig
+from curriculum_search.errors import ConfigError
+from curriculum_search.models.spec import DetectorSpec
+from curriculum_search.utils.config import FieldError, check, from_dict, to_dict
+from curriculum_search.utils.io import dump_yaml, load_yaml, sha256_file, stable_hash
+
+if TYPE_CHECKING:
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+
+#: Feature losses assumed when :mod:`curriculum_search.distill.feature` cannot be imported.
+FALLBACK_FEATURE_LOSSES = ("cwd", "fgd", "mgd", "mse", "pkd", "tadf_feature")
+#: Decay schedules assumed when :mod:`curriculum_search.distill.decay` cannot be imported.
+FALLBACK_DECAYS = ("constant", "cosine", "linear", "step")
+#: Name of the "no feature distillation" choice in ``search.feature_losses``.
+NO_FEATURE = "none"
+
+SAMPLERS = ("tpe", "gp", "random", "grid", "cmaes")
+PRUNERS = ("median", "hyperband", "patient", "none")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TEACHER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+# Sampler/pruner constructor arguments that cannot come from a YAML file (callables, objects) or
+# that the space sets itself.
+_SAMPLER_EXCLUDED = {
+    "self",
+    "constraints_func",
+    "gamma",
+    "weights",
+    "independent_sampler",
+    "source_trials",
+    "search_space",
+}
+_GRID_PARAMS = ("points", "values", "seed")
+_PATIENT_OWN = ("patience", "min_delta")
+_MEDIAN_PARAMS = ("n_startup_trials", "interval_steps", "n_min_trials")
+_HYPERBAND_PARAMS = ("min_resource", "max_resource", "reduction_factor", "bootstrap_count")
+
+
+def known_feature_losses() -> list[str]:
+    """Registered feature-loss names (lazy import; a fixed fallback list if the module is missing)."""
+    try:
+        from curriculum_search.distill.feature import list_feature_losses
+    except ImportError:
+        return list(FALLBACK_FEATURE_LOSSES)
+    return list_feature_losses()
+
+
+def known_decays() -> list[str]:
+    """Registered decay schedule names (lazy import; a fixed fallback list if the module is missing)."""
+    try:
+        from curriculum_search.distill.decay import list_decays
+    except ImportError:
+        return list(FALLBACK_DECAYS)
+    return list_decays()
+
+
+def _check_range(
+    name: str, rng: tuple[float, float], *, positive: bool = True, upper: float | None = None
+) -> None:
+    lo, hi = rng
+    for v in (lo, hi):
+        check(math.isfinite(v), name, f"range must be finite numbers, got [{lo}, {hi}]")
+    if positive:
+        check(lo > 0, name, f"range must have 0 < lo, got [{lo}, {hi}] (searched on a log scale)")
+    else:
+        check(lo >= 0, name, f"range must have 0 <= lo, got [{lo}, {hi}]")
+    check(lo <= hi, name, f"range must have lo <= hi, got [{lo}, {hi}]")
+    if upper is not None:
+        check(hi <= upper, name, f"range must have hi <= {upper:g}, got [{lo}, {hi}]")
+
+
+def _check_choices(name: str, values: tuple[Any, ...]) -> None:
+    check(len(values) >= 1, name, "needs at least one choice")
+    check(len(set(values)) == len(values), name, f"has duplicate choices {list(values)}")
+
+
+def _check_subset(name: str, value: int | float | None) -> None:
+    if isinstance(value, float):
+        check(0 < value <= 1, name, f"a fraction must be in (0, 1], got {value}")
+    elif isinstance(value, int):
+        check(value >= 1, name, f"must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class ZooTrain:
+    """A teacher the tool trains itself (``zoo build``) on the space's data when missing.
+
+    The result lands in ``studies/_zoo/<name>-<zoo_key>/model.pt``; the key hashes this block and
+    the space's ``data`` block, so changing either trains a new teacher.
+
+    Attributes:
+        spec: the teacher detector (random init or ``weights: timm``).
+        iterations: supervised training iterations (default 1500).
+        lr: AdamW learning rate (default 0.003).
+        batch_size: images per step (default 8).
+        seed: training seed (default 0).
+    """
+
+    spec: DetectorSpec
+    iterations: int = 1500
+    lr: float = 0.003
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.iterations >= 1, "iterations", f"must be >= 1, got {self.iterations}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    """One teacher of the pool: exactly one of ``checkpoint``, ``spec`` or ``zoo``.
+
+    ``checkpoint``: a model file written by this package; ``spec``: a detector built from its spec
+    (e.g. torchvision COCO weights); ``zoo``: trained by the tool itself (see :class:`ZooTrain`).
+    """
+
+    checkpoint: str | None = None
+    spec: DetectorSpec | None = None
+    zoo: ZooTrain | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("checkpoint", "spec", "zoo") if getattr(self, k) is not None]
+        check(
+            len(given) == 1,
+            "checkpoint",
+            f"give exactly one of checkpoint, spec or zoo (got {given or 'none'})",
+        )
+
+    @property
+    def kind(self) -> Literal["checkpoint", "spec", "zoo"]:
+        if self.checkpoint is not None:
+            return "checkpoint"
+        return "spec" if self.spec is not None else "zoo"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The short run each trial trains (the search objective).
+
+    Attributes:
+        iterations: total iterations of a proxy curriculum, split between its stages (default 300).
+        train_subset / val_subset: images used (int = count, float = fraction, null = the data's own).
+        image_size: smaller square input for the proxy (null = the data's image size).
+        eval_every: evaluate (and report to the pruner) every this many global iterations; 0 = only
+            at the end (no pruning).
+        seeds: seeds per curriculum (the objective is their mean AP).
+    """
+
+    iterations: int = 300
+    train_subset: int | float | None = 256
+    val_subset: int | float | None = 96
+    image_size: int | None = None
+    eval_every: int = 100
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        check(self.iterations >= 1, "iterations", f"must be >= 1, got {self.iterations}")
+        _check_subset("train_subset", self.train_subset)
+        _check_subset("val_subset", self.val_subset)
+        if self.image_size is not None:
+            check(
+                self.image_size >= 32 and self.image_size % 32 == 0,
+                "image_size",
+                "must be a multiple of 32, >= 32",
+            )
+        check(
+            0 <= self.eval_every <= self.iterations,
+            "eval_every",
+            f"must be in 0..iterations, got {self.eval_every}",
+        )
+        check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
+
+
+@dataclass(frozen=True)
+class FullConfig:
+    """The full-length training of the best curriculum (same fields as :class:`ProxyConfig`).
+
+    ``eval_every`` null keeps ``train.eval_every``; ``image_size`` null keeps the data's size.
+    """
+
+    iterations: int = 1200
+    train_subset: int | float | None = None
+    val_subset: int | float | None = None
+    image_size: int | None = None
+    eval_every: int | None = None
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        check(self.iterations >= 1, "iterations", f"must be >= 1, got {self.iterations}")
+        _check_subset("train_subset", self.train_subset)
+        _check_subset("val_subset", self.val_subset)
+        if self.image_size is not None:
+            check(
+                self.image_size >= 32 and self.image_size % 32 == 0,
+                "image_size",
+                "must be a multiple of 32, >= 32",
+            )
+        check(self.eval_every is None or self.eval_every >= 0, "eval_every", "must be >= 0")
+        check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
+
+
+@dataclass(frozen=True)
+class SearchDims:
+    """The dimensions searched. Ranges are ``[lo, hi]``; ``lo == hi`` fixes a value.
+
+    Attributes:
+        n_stages: fewest and most stages (one teacher per stage, no teacher twice).
+        teachers: teachers the curricula may use (null = the whole pool).
+        min_stage_fraction: each stage gets at least this fraction of the budget.
+        feature_losses: feature KD losses to choose from (registered names, ``none`` = off).
+        response: whether TADF response KD (class KL + box, gated) is on; ``[true, false]`` searches it.
+        pseudo: whether pseudo-label KD is on (``[false]`` = never).
+        feature_weight / cls_weight / box_weight: log-scale multipliers of each loss' paper default.
+        temperature: log-scale range of the class-KD temperature.
+        decay: distillation decay schedules to choose from.
+        decay_floor: linear-scale range of the decay floor (in [0, 1]).
+        lr: log-scale range of the learning rate.
+    """
+
+    n_stages: tuple[int, int] = (1, 3)
+    teachers: tuple[str, ...] | None = None
+    min_stage_fraction: float = 0.15
+    feature_losses: tuple[str, ...] = ("mgd", "cwd", "mse", NO_FEATURE)
+    response: tuple[bool, ...] = (True, False)
+    pseudo: tuple[bool, ...] = (False,)
+    feature_weight: tuple[float, float] = (0.25, 4.0)
+    cls_weight: tuple[float, float] = (0.1, 4.0)
+    box_weight: tuple[float, float] = (0.1, 4.0)
+    temperature: tuple[float, float] = (1.0, 4.0)
+    decay: tuple[str, ...] = ("linear", "cosine", "step", "constant")
+    decay_floor: tuple[float, float] = (0.0, 0.5)
+    lr: tuple[float, float] = (5e-4, 5e-3)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.n_stages
+        check(1 <= lo <= hi, "n_stages", f"must satisfy 1 <= lo <= hi, got [{lo}, {hi}]")
+        check(
+            0 < self.min_stage_fraction <= 1 / hi,
+            "min_stage_fraction",
+            f"must be in (0, 1/{hi}] for up to {hi} stages, got {self.min_stage_fraction}",
+        )
+        if self.teachers is not None:
+            _check_choices("teachers", self.teachers)
+        _check_choices("feature_losses", self.feature_losses)
+        known = [*known_feature_losses(), NO_FEATURE]
+        for i, name in enumerate(self.feature_losses):
+            check(
+                name in known,
+                f"feature_losses[{i}]",
+                f"unknown feature loss {name!r} (known: {', '.join(known)})",
+            )
+        _check_choices("response", self.response)
+        _check_choices("pseudo", self.pseudo)
+        _check_choices("decay", self.decay)
+        decays = known_decays()
+        for i, name in enumerate(self.decay):
+            check(name in decays, f"decay[{i}]", f"unknown decay {name!r} (known: {', '.join(decays)})")
+        for name in ("feature_weight", "cls_weight", "box_weight", "temperature", "lr"):
+            _check_range(name, getattr(self, name))
+        _check_range("decay_floor", self.decay_floor, positive=False, upper=1.0)
+        check(
+            any(f != NO_FEATURE for f in self.feature_losses) or True in self.response or True in self.pseudo,
+            "feature_losses",
+            "no distillation method can be switched on (feature_losses, response and pseudo are all off)",
+        )
+
+    @property
+    def has_feature(self) -> bool:
+        """Some curricula use feature KD (so ``feature_weight`` is searched)."""
+        return any(f != NO_FEATURE for f in self.feature_losses)
+
+    @property
+    def has_response(self) -> bool:
+        """Some curricula use response KD (so its weights and temperature are searched)."""
+        return True in self.response
+
+    @property
+    def has_floor(self) -> bool:
+        """Some decay with a floor is searched (``constant`` ignores the floor)."""
+        return any(d != "constant" for d in self.decay)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Optuna sampler: ``tpe`` (default, multivariate), ``gp``, ``random``, ``grid`` or ``cmaes``.
+
+    ``params`` are the sampler's constructor arguments (``seed`` defaults to the space's seed).
+    ``grid`` takes ``points`` (values per continuous dimension, default 2: the range ends; log
+    ranges log-spaced), ``values`` (``{parameter: [values]}`` overrides) and ``seed``.
+    """
+
+    name: Literal["tpe", "gp", "random", "grid", "cmaes"] = "tpe"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        allowed = _sampler_param_names(self.name)
+        for key in self.params:
+            check(
+                key in allowed,
+                f"params.{key}",
+                f"unknown {self.name} sampler parameter (allowed: {', '.join(allowed)})",
+            )
+        if self.name == "grid":
+            points = self.params.get("points", 2)
+            check(
+                isinstance(points, int) and not isinstance(points, bool) and points >= 1,
+                "params.points",
+                f"must be an integer >= 1, got {points!r}",
+            )
+            values = self.params.get("values", {})
+            check(isinstance(values, Mapping), "params.values", "must be a mapping {parameter: [values]}")
+            for k, v in values.items():
+                check(isinstance(v, list) and len(v) >= 1, f"params.values.{k}", "must be a non-empty list")
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Optuna pruner: ``median`` (default), ``hyperband``, ``patient`` (median + patience) or ``none``.
+
+    ``warmup_steps`` (global iterations before pruning may act) defaults to the end of the shortest
+    possible first stage (:func:`default_warmup_steps`), so curricula that start with a weak teacher
+    are not killed at the first stage boundary. ``params`` go to the pruner (median:
+    ``n_startup_trials``, ``interval_steps``, ``n_min_trials``; hyperband: ``min_resource``
+    (default: the warm-up), ``max_resource`` (default: the proxy iterations), ``reduction_factor``,
+    ``bootstrap_count``; patient: ``patience`` (default 1), ``min_delta`` and the median ones).
+    """
+
+    name: Literal["median", "hyperband", "patient", "none"] = "median"
+    warmup_steps: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        allowed = _pruner_param_names(self.name)
+        for key in self.params:
+            check(
+                key in allowed,
+                f"params.{key}",
+                f"unknown {self.name} pruner parameter (allowed: {', '.join(allowed) or 'none'})",
+            )
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Optional constraints (``trial.set_constraint``), not extra objectives.
+
+    ``max_proxy_cost``: upper bound of the proxy cost of a curriculum, in GFLOPs·iterations: the sum
+    over stages of ``iterations × (teacher forward GFLOPs + student GFLOPs)`` per image (see
+    :func:`curriculum_search.search.encoding.proxy_cost`).
+    """
+
+    max_proxy_cost: float | None = None
+
+    def __post_init__(self) -> None:
+        check(self.max_proxy_cost is None or self.max_proxy_cost > 0, "max_proxy_cost", "must be > 0")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A whole search-space file (see the module docstring)."""
+
+    student: DetectorSpec
+    teachers: dict[str, PoolEntry]
+    name: str = "default"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    full: FullConfig = field(default_factory=FullConfig)
+    search: SearchDims = field(default_factory=SearchDims)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    trials: int = 20
+    timeout_s: float | None = None
+    constraints: Constraints = field(default_factory=Constraints)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check(
+            bool(_NAME_RE.match(self.name)),
+            "name",
+            f"must be a folder name of letters, digits, '_', '-', '.' not starting with '_' or '.', got {self.name!r}",
+        )
+        check(len(self.teachers) >= 1, "teachers", "the pool needs at least one teacher")
+        for t in self.teachers:
+            check(
+                bool(_TEACHER_RE.match(t)),
+                f"teachers.{t}",
+                "teacher names use letters, digits, '_' and '-' only",
+            )
+        if self.search.teachers is not None:
+            for i, t in enumerate(self.search.teachers):
+                check(
+                    t in self.teachers,
+                    f"search.teachers[{i}]",
+                    f"unknown teacher {t!r} (pool: {', '.join(self.teachers)})",
+                )
+        n_hi = self.search.n_stages[1]
+        k = len(self.search_teachers)
+        check(
+            n_hi <= k,
+            "search.n_stages",
+            f"at most {k} stage(s): a curriculum uses each of {k} teacher(s) once, got {n_hi}",
+        )
+        check(self.proxy.iterations >= n_hi, "proxy.iterations", f"must be >= the {n_hi} stages")
+        check(self.full.iterations >= n_hi, "full.iterations", f"must be >= the {n_hi} stages")
+        check(
+            self.student.image_size == self.data.image_size,
+            "student.image_size",
+            f"must equal data.image_size ({self.data.image_size}), got {self.student.image_size}",
+        )
+        check(self.trials >= 1, "trials", f"must be >= 1, got {self.trials}")
+        check(self.timeout_s is None or self.timeout_s > 0, "timeout_s", "must be > 0 (or null)")
+
+    @property
+    def search_teachers(self) -> tuple[str, ...]:
+        """Teachers the curricula may use, in a fixed order (``search.teachers`` or the pool's order)."""
+        return tuple(self.search.teachers) if self.search.teachers is not None else tuple(self.teachers)
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Load and validate a search-space YAML file; relative paths become relative to its folder.
+
+    Raises:
+        ConfigError: naming the file and dotted key (malformed YAML, unknown key, wrong type, value
+            out of range, unknown teacher/loss/decay/sampler/pruner).
+    """
+    path = Path(path)
+    space = space_from_dict(load_yaml(path), source=path, base_dir=path.resolve().parent)
+    make_sampler(space, source=path)  # Optuna's own checks of sampler/pruner values, reported here
+    make_pruner(space, source=path)
+    return space
+
+
+def space_from_dict(
+    data: Mapping[str, Any], *, source: str | Path | None = None, base_dir: Path | None = None
+) -> SearchSpace:
+    """Build a :class:`SearchSpace` from a mapping; relative paths resolve against ``base_dir``."""
+    space = from_dict(SearchSpace, data, path=source)
+    if base_dir is not None:
+        space = _resolve_paths(space, base_dir)
+    return space
+
+
+def save_space(space: SearchSpace, path: str | Path) -> Path:
+    """Write ``space`` as YAML (atomically); :func:`load_space` reads it back equal."""
+    path = Path(path)
+    dump_yaml(to_dict(space), path)
+    return path
+
+
+def _abs(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _spec_abs(spec: DetectorSpec, base: Path) -> DetectorSpec:
+    w = spec.weights
+    if w is None or w == "timm" or w.startswith("torchvision:"):
+        return spec
+    return spec.with_updates(weights=_abs(w, base))
+
+
+def _resolve_paths(space: SearchSpace, base: Path) -> SearchSpace:
+    data = space.data
+    data = dataclasses.replace(
+        data,
+        train_images=_abs(data.train_images, base),
+        train_ann=_abs(data.train_ann, base),
+        val_images=_abs(data.val_images, base),
+        val_ann=_abs(data.val_ann, base),
+        unlabeled_dir=_abs(data.unlabeled_dir, base),
+    )
+    pool: dict[str, PoolEntry] = {}
+    for name, entry in space.teachers.items():
+        if entry.checkpoint is not None:
+            entry = dataclasses.replace(entry, checkpoint=_abs(entry.checkpoint, base))
+        elif entry.spec is not None:
+            entry = dataclasses.replace(entry, spec=_spec_abs(entry.spec, base))
+        elif entry.zoo is not None:
+            entry = dataclasses.replace(
+                entry, zoo=dataclasses.replace(entry.zoo, spec=_spec_abs(entry.zoo.spec, base))
+            )
+        pool[name] = entry
+    return dataclasses.replace(space, data=data, teachers=pool, student=_spec_abs(space.student, base))
+
+
+# -- hashes ---------------------------------------------------------------------------------------
+
+
+def zoo_key(space: SearchSpace, name: str) -> str:
+    """Hash of a zoo teacher's training (its ``zoo`` block and the space's ``data`` block).
+
+    Raises:
+        KeyError: ``name`` is not a zoo entry of the pool.
+    """
+    entry = space.teachers[name]
+    if entry.zoo is None:
+        raise KeyError(f"teacher {name!r} is not a zoo entry")
+    return stable_hash({"zoo": to_dict(entry.zoo), "data": to_dict(space.data)})
+
+
+def pool_hash(space: SearchSpace) -> str:
+    """Stable hash of the teacher pool (names and what each teacher is).
+
+    A checkpoint teacher counts by the sha256 of its file when it exists (so replacing the file
+    changes the hash), else by its path; a spec teacher by its spec; a zoo teacher by
+    :func:`zoo_key`. Stored as a study attribute: a changed pool means a new study.
+    """
+    parts: dict[str, Any] = {}
+    for name in sorted(space.teachers):
+        entry = space.teachers[name]
+        if entry.checkpoint is not None:
+            p = Path(entry.checkpoint)
+            parts[name] = (
+                {"checkpoint_sha256": sha256_file(p)} if p.is_file() else {"checkpoint": entry.checkpoint}
+            )
+        elif entry.spec is not None:
+            parts[name] = {"spec": to_dict(entry.spec)}
+        else:
+            parts[name] = {"zoo": zoo_key(space, name)}
+    return stable_hash(parts)
+
+
+# -- sampler and pruner ---------------------------------------------------------------------------
+
+
+def _sampler_class(name: str) -> Any:
+    import optuna
+
+    return {
+        "tpe": optuna.samplers.TPESampler,
+        "gp": optuna.samplers.GPSampler,
+        "random": optuna.samplers.RandomSampler,
+        "grid": optuna.samplers.GridSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+    }[name]
+
+
+def _sampler_param_names(name: str) -> list[str]:
+    if name == "grid":
+        return list(_GRID_PARAMS)
+    sig = inspect.signature(_sampler_class(name).__init__)
+    return sorted(p for p in sig.parameters if p not in _SAMPLER_EXCLUDED)
+
+
+def _pruner_param_names(name: str) -> list[str]:
+    return {
+        "median": list(_MEDIAN_PARAMS),
+        "hyperband": list(_HYPERBAND_PARAMS),
+        "patient": [*_PATIENT_OWN, *_MEDIAN_PARAMS],
+        "none": [],
+    }[name]
+
+
+def make_sampler(space: SearchSpace, *, source: str | Path | None = None) -> BaseSampler:
+    """The Optuna sampler of ``space`` (seeded with ``space.seed`` unless ``params.seed`` is given).
+
+    TPE defaults to ``multivariate=True`` (the parameter set is fixed, see
+    :mod:`~curriculum_search.search.encoding`, so the joint model applies). ``grid`` enumerates
+    :func:`~curriculum_search.search.encoding.grid_search_space`.
+
+    Args:
+        space: the search space.
+        source: the space file, named in errors.
+
+    Raises:
+        ConfigError: on ``sampler.name`` when the sampler's optional dependency is missing, or on
+            ``sampler.params`` when Optuna rejects a value.
+    """
+    try:
+        return _build_sampler(space)
+    except FieldError as exc:
+        raise ConfigError(source, exc.field, exc.message) from None
+
+
+def _build_sampler(space: SearchSpace) -> BaseSampler:
+    cfg = space.sampler
+    params = dict(cfg.params)
+    params.setdefault("seed", space.seed)
+    cls = _sampler_class(cfg.name)
+    if cfg.name == "grid":
+        from curriculum_search.search.encoding import grid_search_space
+
+        try:
+            grid = grid_search_space(space, points=params.pop("points", 2), values=params.pop("values", {}))
+        except ValueError as exc:
+            raise FieldError("sampler.params.values", str(exc)) from None
+        return cls(grid, seed=params["seed"])  # type: ignore[no-any-return]
+    if cfg.name == "tpe":
+        params.setdefault("multivariate", True)
+    if cfg.name == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise FieldError("sampler.name", "cmaes needs the 'cmaes' package (pip install cmaes)") from None
+    try:
+        return cls(**params)  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as exc:
+        raise FieldError("sampler.params", f"{cfg.name} sampler rejected its parameters ({exc})") from None
+
+
+def default_warmup_steps(space: SearchSpace) -> int:
+    """Pruner warm-up in global iterations: the end of the shortest possible first stage.
+
+    With up to ``n`` >= 2 stages a first stage is at least ``ceil(min_stage_fraction × proxy
+    iterations)`` long; with single-stage curricula only there is no stage boundary to protect,
+    so the warm-up is one evaluation interval (``proxy.eval_every``).
+    """
+    if space.search.n_stages[1] >= 2:
+        return first_stage_min_iterations(space)
+    return space.proxy.eval_every
+
+
+def first_stage_min_iterations(space: SearchSpace, total: int | None = None) -> int:
+    """Fewest iterations any stage gets out of ``total`` (default ``proxy.iterations``)."""
+    total = space.proxy.iterations if total is None else total
+    n_hi = space.search.n_stages[1]
+    return min(max(1, math.ceil(space.search.min_stage_fraction * total - 1e-9)), total // n_hi)
+
+
+def make_pruner(
+    space: SearchSpace, first_stage_min_iters: int | None = None, *, source: str | Path | None = None
+) -> BasePruner:
+    """The Optuna pruner of ``space``; its steps are global iterations.
+
+    Args:
+        space: the search space.
+        first_stage_min_iters: warm-up used when ``pruner.warmup_steps`` is null (default
+            :func:`default_warmup_steps`).
+        source: the space file, named in errors.
+
+    Raises:
+        ConfigError: on ``pruner.params`` when Optuna rejects a value.
+    """
+    try:
+        return _build_pruner(space, first_stage_min_iters)
+    except FieldError as exc:
+        raise ConfigError(source, exc.field, exc.message) from None
+
+
+def _build_pruner(space: SearchSpace, first_stage_min_iters: int | None) -> BasePruner:
+    import optuna
+
+    cfg = space.pruner
+    warmup = cfg.warmup_steps
+    if warmup is None:
+        warmup = default_warmup_steps(space) if first_stage_min_iters is None else first_stage_min_iters
+    params = dict(cfg.params)
+    try:
+        if cfg.name == "none":
+            return optuna.pruners.NopPruner()
+        if cfg.name == "median":
+            return optuna.pruners.MedianPruner(n_warmup_steps=warmup, **params)
+        if cfg.name == "patient":
+            patience = params.pop("patience", 1)
+            min_delta = params.pop("min_delta", 0.0)
+            inner = optuna.pruners.MedianPruner(n_warmup_steps=warmup, **params)
+            with warnings.catch_warnings():  # "experimental" since optuna 2.8, still the one we want
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.pruners.PatientPruner(inner, patience=patience, min_delta=min_delta)
+        params.setdefault("min_resource", max(1, warmup))
+        params.setdefault("max_resource", space.proxy.iterations)
+        return optuna.pruners.HyperbandPruner(**params)
+    except (TypeError, ValueError) as exc:
+        raise FieldError("pruner.params", f"{cfg.name} pruner rejected its parameters ({exc})") from None
+
+
+__all__ = [
+    "FALLBACK_DECAYS",
+    "FALLBACK_FEATURE_LOSSES",
+    "NO_FEATURE",
+    "PRUNERS",
+    "SAMPLERS",
+    "Constraints",
+    "FullConfig",
+    "PoolEntry",
+    "ProxyConfig",
+    "PrunerConfig",
+    "SamplerConfig",
+    "SearchDims",
+    "SearchSpace",
+    "ZooTrain",
+    "default_warmup_steps",
+    "first_stage_min_iterations",
+    "known_decays",
+    "known_feature_losses",
+    "load_space",
+    "make_pruner",
+    "make_sampler",
+    "pool_hash",
+    "save_space",
+    "space_from_dict",
+    "zoo_key",
+]

@@ -1,0 +1,163 @@
+"""Optuna storages for studies: SQLite under ``studies/<name>/`` by default, or any URL.
+
+* SQLite is opened in WAL mode with a busy timeout, and only ONE coordinator process per SQLite
+  study claims trials (a lock file enforces it); trial processes only report intermediate values.
+  This avoids the SQLite race where two processes pop the same queued trial.
+* Server databases (PostgreSQL, MySQL) take many coordinators (``worker`` on each host); they use
+  Optuna's heartbeat so trials of a dead host are failed and re-queued by the survivors.
+* ``journal:PATH`` uses Optuna's JournalStorage with a file backend (NFS-friendly, no heartbeat).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+from curriculum_search.errors import StudyError
+
+HEARTBEAT_S = 30
+GRACE_S = 120
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """Where a study lives. ``url`` is an Optuna storage URL; ``sqlite_path`` is set for SQLite."""
+
+    url: str
+    study_dir: Path
+    sqlite_path: Path | None = None
+    journal_path: Path | None = None
+
+    @property
+    def is_server(self) -> bool:
+        return self.sqlite_path is None and self.journal_path is None
+
+    @property
+    def display(self) -> str:
+        if self.sqlite_path is not None:
+            return str(self.sqlite_path)
+        if self.journal_path is not None:
+            return f"journal:{self.journal_path}"
+        return _redact(self.url)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def storage_spec(studies_root: Path, name: str, storage: str | None) -> StorageSpec:
+    """Resolve the storage of study ``name`` (default: ``studies_root/name/study.db``)."""
+    study_dir = studies_root / name
+    if storage is None:
+        path = study_dir / "study.db"
+        return StorageSpec(f"sqlite:///{path.resolve()}", study_dir, sqlite_path=path)
+    if storage.startswith("journal:"):
+        path = Path(storage.split(":", 1)[1]).expanduser()
+        return StorageSpec(storage, study_dir, journal_path=path)
+    if storage.startswith("sqlite:///"):
+        path = Path(storage[len("sqlite:///") :])
+        return StorageSpec(storage, study_dir, sqlite_path=path)
+    return StorageSpec(storage, study_dir)
+
+
+def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
+    """Open the storage for writing (creates the SQLite file / journal if needed)."""
+    if spec.journal_path is not None:
+        spec.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(spec.journal_path)))
+    if spec.sqlite_path is not None:
+        spec.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        _enable_wal(spec.sqlite_path)
+        return RDBStorage(spec.url, engine_kwargs={"connect_args": {"timeout": 120}})
+    kwargs: dict[str, object] = {}
+    if heartbeat:
+        kwargs = dict(
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    try:
+        return RDBStorage(spec.url, engine_kwargs={"pool_pre_ping": True}, **kwargs)  # type: ignore[arg-type]
+    except ImportError as exc:
+        raise StudyError(
+            f"{spec.display}: database driver missing ({exc}); install curriculum_search[postgres]"
+        ) from None
+    except Exception as exc:  # sqlalchemy OperationalError etc.
+        raise StudyError(
+            f"{spec.display}: cannot open the study database ({str(exc).splitlines()[0][:200]})"
+        ) from None
+
+
+def open_readonly(spec: StorageSpec) -> BaseStorage:
+    """Open a storage for reading without ever writing to it (dashboard, status)."""
+    if spec.sqlite_path is not None:
+        if not spec.sqlite_path.is_file():
+            raise StudyError(f"{spec.sqlite_path}: no study database here")
+        url = f"sqlite:///file:{spec.sqlite_path.resolve()}?mode=ro&uri=true"
+        return RDBStorage(
+            url,
+            skip_compatibility_check=True,
+            skip_table_creation=True,
+            engine_kwargs={"connect_args": {"timeout": 30}},
+        )
+    if spec.journal_path is not None:
+        if not spec.journal_path.is_file():
+            raise StudyError(f"{spec.journal_path}: no journal here")
+        return JournalStorage(JournalFileBackend(str(spec.journal_path)))
+    return RDBStorage(spec.url, skip_compatibility_check=True, skip_table_creation=True)
+
+
+def _enable_wal(path: Path) -> None:
+    """WAL lets readers (dashboard) and writers work at once; it is persistent in the file."""
+    con = sqlite3.connect(path, timeout=120)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def coordinator_lock(study_dir: Path) -> Iterator[None]:
+    """Exclusive lock: one coordinator per local study (SQLite/journal). Released on exit or death."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = study_dir / ".coordinator.lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            raise StudyError(
+                f"{study_dir}: this study is already being run by {owner}; wait for it, or use "
+                "--workers N in that command (several hosts: a PostgreSQL --storage and `worker`)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def load_study_readonly(spec: StorageSpec, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=open_readonly(spec))
+    except KeyError:
+        raise StudyError(f"{spec.display}: no study named {name!r}") from None

@@ -1,0 +1,213 @@
+"""The teacher zoo of a space: train missing zoo teachers, describe every teacher of the pool.
+
+``zoo build`` trains each ``zoo:`` entry of the pool that has no checkpoint yet (a plain supervised
+run through the same trainer) into ``<studies>/_zoo/<name>-<key>/``, then measures its cost. Every
+teacher gets an ``info.json`` next to its weights (AP on the space's validation set, parameters,
+GFLOPs, latency) which the search uses (weak->strong baseline, proxy cost) and ``zoo list`` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from curriculum_search.curriculum.recipe import Recipe, Stage, TrainConfig
+from curriculum_search.curriculum.trainer import RunOptions, load_teacher, run_recipe
+from curriculum_search.distill.cache import CacheConfig
+from curriculum_search.models import Detector
+from curriculum_search.models.cost import measure_cost
+from curriculum_search.search.encoding import teacher_refs, zoo_checkpoint_path
+from curriculum_search.search.space import SearchSpace, pool_hash
+from curriculum_search.utils.io import atomic_write_text, stable_hash
+from curriculum_search.utils.runtime import pick_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherInfo:
+    """What the search knows about a teacher of the pool."""
+
+    name: str
+    kind: str
+    label: str
+    ready: bool
+    checkpoint: str | None = None
+    ap: float | None = None
+    ap50: float | None = None
+    params: int | None = None
+    gflops: float | None = None
+    latency_ms: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _info_path(space: SearchSpace, name: str, studies_root: Path) -> Path:
+    entry = space.teachers[name]
+    if entry.zoo is not None:
+        return zoo_checkpoint_path(space, name, studies_root).with_name("info.json")
+    key = stable_hash({"pool": pool_hash(space), "name": name, "data": str(space.data)})
+    return studies_root / "_zoo" / "_info" / f"{name}-{key}.json"
+
+
+def _spec_label(space: SearchSpace, name: str) -> str:
+    entry = space.teachers[name]
+    spec = entry.spec or (entry.zoo.spec if entry.zoo else None)
+    return spec.label if spec else Path(entry.checkpoint or "?").name
+
+
+def zoo_recipe(space: SearchSpace, name: str) -> Recipe:
+    """The supervised recipe that trains zoo teacher ``name`` on the space's full data."""
+    entry = space.teachers[name]
+    assert entry.zoo is not None
+    z = entry.zoo
+    train = TrainConfig(
+        batch_size=z.batch_size,
+        lr=z.lr,
+        optimizer=space.train.optimizer,
+        weight_decay=space.train.weight_decay,
+        warmup_iterations=min(100, z.iterations // 10),
+        eval_every=0,
+        checkpoint_every=max(50, z.iterations // 5),
+        amp=space.train.amp,
+        device=space.train.device,
+        threads=space.train.threads,
+        num_workers=space.train.num_workers,
+    )
+    spec = z.spec.with_updates(image_size=space.data.image_size)
+    return Recipe(
+        name=f"zoo-{name}",
+        student=spec,
+        stages=(Stage(iterations=z.iterations),),
+        data=space.data,
+        train=train,
+        seed=z.seed,
+    )
+
+
+def build_zoo(
+    space: SearchSpace,
+    studies_root: Path,
+    *,
+    cache: CacheConfig | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    source: str | Path | None = None,
+) -> list[TeacherInfo]:
+    """Train every missing zoo teacher, then describe the whole pool (AP, cost)."""
+    for name, entry in space.teachers.items():
+        if entry.zoo is None:
+            continue
+        ckpt = zoo_checkpoint_path(space, name, studies_root)
+        if ckpt.is_file():
+            continue
+        log.info(
+            "zoo: training teacher %s (%s, %d iterations)", name, entry.zoo.spec.label, entry.zoo.iterations
+        )
+        out = ckpt.parent
+        result = run_recipe(
+            zoo_recipe(space, name),
+            RunOptions(
+                out_dir=out,
+                cache_root=studies_root / "_cache",
+                base_dir=studies_root,
+                source=source,
+                cache=cache or CacheConfig(enabled=False),
+                progress=progress,
+                device=device,
+                threads=threads,
+                keep_stage_checkpoints=False,
+            ),
+        )
+        os.replace(result.student_path, ckpt)
+        sidecar = result.student_path.with_name(result.student_path.name + ".sha256")
+        if sidecar.exists():
+            os.replace(sidecar, ckpt.with_name(ckpt.name + ".sha256"))
+        log.info("zoo: %s reached AP %.3f", name, result.metrics.ap)
+    return describe_pool(space, studies_root, device=device, evaluate_missing=True, source=source)
+
+
+def describe_pool(
+    space: SearchSpace,
+    studies_root: Path,
+    *,
+    device: str | None = None,
+    evaluate_missing: bool = False,
+    source: str | Path | None = None,
+) -> list[TeacherInfo]:
+    """Info of every pool teacher (computed once, then read from its ``info.json``)."""
+    refs = teacher_refs(space, studies_root)
+    infos = []
+    for name in space.teachers:
+        path = _info_path(space, name, studies_root)
+        if path.is_file():
+            infos.append(TeacherInfo(**json.loads(path.read_text())))
+            continue
+        ref = refs[name]
+        ready = (
+            ref.checkpoint is None
+            or (studies_root / ref.checkpoint).is_file()
+            or Path(ref.checkpoint).is_file()
+        )
+        info = TeacherInfo(name, space.teachers[name].kind, _spec_label(space, name), ready, ref.checkpoint)
+        if ready and evaluate_missing:
+            info = _measure(space, name, info, studies_root, device, source)
+            atomic_write_text(path, json.dumps(info.as_dict(), indent=2))
+        infos.append(info)
+    return infos
+
+
+def _measure(
+    space: SearchSpace,
+    name: str,
+    info: TeacherInfo,
+    studies_root: Path,
+    device: str | None,
+    source: str | Path | None,
+) -> TeacherInfo:
+    from curriculum_search.curriculum.datasets import build_datasets
+    from curriculum_search.engine.evaluate import evaluate
+
+    dev = pick_device(device or space.train.device)
+    model: Detector = load_teacher(teacher_refs(space, studies_root)[name], name, studies_root, source).to(
+        dev
+    )
+    data = build_datasets(
+        space.data,
+        class_names=space.student.class_names if space.data.kind == "coco" else None,
+        cache_root=studies_root / "_cache",
+        base_dir=studies_root,
+        source=source,
+    )
+    res = evaluate(model, data.val, batch_size=8, device=str(dev), max_images=space.train.eval_images)
+    cost = measure_cost(model, space.data.image_size, device=str(dev))
+    info.ap, info.ap50 = res.ap, res.ap50
+    info.params, info.gflops, info.latency_ms = cost.params, cost.gflops, cost.latency_ms
+    del model
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return info
+
+
+def format_pool(infos: list[TeacherInfo]) -> str:
+    """A plain-text table of the pool, weakest first."""
+    rows = sorted(infos, key=lambda i: (i.ap is None, i.ap or 0.0))
+    head = f"{'teacher':<14}{'model':<44}{'AP':>7}{'AP50':>7}{'params':>10}{'GFLOPs':>8}{'ms/img':>8}  status"
+    lines = [head, "-" * len(head)]
+    for i in rows:
+        ap = f"{i.ap:.3f}" if i.ap is not None else "-"
+        ap50 = f"{i.ap50:.3f}" if i.ap50 is not None else "-"
+        params = f"{i.params / 1e6:.2f}M" if i.params else "-"
+        gf = f"{i.gflops:.2f}" if i.gflops is not None else "-"
+        lat = f"{i.latency_ms:.1f}" if i.latency_ms is not None else "-"
+        status = "ready" if i.ready else "missing (run `zoo build`)"
+        lines.append(f"{i.name:<14}{i.label:<44}{ap:>7}{ap50:>7}{params:>10}{gf:>8}{lat:>8}  {status}")
+    return "\n".join(lines)

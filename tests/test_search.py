@@ -1,0 +1,290 @@
+"""The search service end to end on a tiny space: SQLite study, resume, kill -9 recovery, two
+workers, export + train reproduces, Optuna's own API reads the study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from curriculum_search.cli import main as cli
+from curriculum_search.distill.cache import CacheConfig
+from curriculum_search.errors import StudyError
+from curriculum_search.search.service import SearchOptions, export_recipe, list_studies, run_search
+from curriculum_search.search.space import load_space
+
+CLASSES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
+
+
+def _teacher(fpn: int, iters: int) -> dict:
+    spec = {
+        "arch": "fcos",
+        "backbone": "resnet10t",
+        "num_classes": 6,
+        "class_names": CLASSES,
+        "fpn_channels": fpn,
+        "image_size": 64,
+        "head_convs": 1,
+    }
+    return {"zoo": {"spec": spec, "iterations": iters, "batch_size": 4}}
+
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {
+        "kind": "synthetic",
+        "synthetic": {"num_train": 24, "num_val": 8, "image_size": 64, "seed": 2},
+        "image_size": 64,
+    },
+    "student": {
+        "arch": "fcos",
+        "backbone": "mobilenetv3_small_050",
+        "num_classes": 6,
+        "class_names": CLASSES,
+        "fpn_channels": 16,
+        "image_size": 64,
+        "head_convs": 1,
+    },
+    "teachers": {"a": _teacher(16, 6), "b": _teacher(32, 6)},
+    "proxy": {"iterations": 8, "train_subset": 16, "val_subset": 8, "eval_every": 4},
+    "full": {"iterations": 8},
+    "search": {"n_stages": [1, 2], "feature_losses": ["mgd", "mse"], "pseudo": [False]},
+    "pruner": {"name": "none"},
+    "trials": 6,
+    "train": {"batch_size": 4, "checkpoint_every": 2, "warmup_iterations": 1, "threads": 1},
+}
+
+
+def write_space(tmp: Path, **changes) -> Path:
+    data = json.loads(json.dumps(TINY))
+    data.update(changes)
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def opts(studies: Path, space_file: Path, **kw) -> SearchOptions:
+    return SearchOptions(
+        studies_root=studies,
+        cache=CacheConfig(root=studies / "_cache" / "teachers"),
+        progress=False,
+        threads=1,
+        space_file=space_file,
+        echo=lambda s: None,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny study shared by the read-only tests below."""
+    tmp = tmp_path_factory.mktemp("search")
+    space_file = write_space(tmp)
+    assert (
+        cli(
+            [
+                "search",
+                "--space",
+                str(space_file),
+                "--studies-dir",
+                str(tmp / "studies"),
+                "--threads",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    return tmp
+
+
+def _load(tmp: Path, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'studies' / name / 'study.db'}")
+
+
+def test_study_has_baselines_decoded_curricula_and_is_readable_by_optuna(study_dir: Path):
+    study = _load(study_dir)
+    trials = study.get_trials()
+    assert len(trials) == 6
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    baselines = {t.user_attrs.get("baseline") for t in trials} - {None}
+    assert {"student_only", "direct_strongest", "weak_to_strong"} <= baselines
+    for t in trials:
+        cur = t.user_attrs["curriculum"]
+        assert sum(s["iterations"] for s in cur["stages"]) in (0, 8)
+        assert t.user_attrs["curriculum_key"] and t.user_attrs["description"]
+    searched = [t for t in trials if "baseline" not in t.user_attrs]
+    assert searched and all(t.intermediate_values for t in searched if "reused_from" not in t.user_attrs)
+    assert study.user_attrs["pool_hash"] and study.user_attrs["teacher_info"]
+    assert (study_dir / "studies" / "tiny" / "best_recipe.yaml").is_file()
+
+
+def test_rerun_resumes_without_duplicates_and_continues_to_more_trials(study_dir: Path):
+    space_file = study_dir / "tiny.yaml"
+    before = {t.number: (t.state, t.value, t.params) for t in _load(study_dir).get_trials()}
+    run_search(load_space(space_file), opts(study_dir / "studies", space_file))
+    after = _load(study_dir).get_trials()
+    assert {t.number: (t.state, t.value, t.params) for t in after} == before  # nothing re-run, nothing lost
+    run_search(load_space(space_file), opts(study_dir / "studies", space_file, trials=8))
+    after = _load(study_dir).get_trials()
+    assert len(after) == 8 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in after)
+    assert {t.number: (t.state, t.value, t.params) for t in after if t.number in before} == before
+
+
+def test_export_then_train_reproduces_the_trial(study_dir: Path):
+    study = _load(study_dir)
+    trial = max(
+        (
+            t
+            for t in study.get_trials()
+            if t.state == TrialState.COMPLETE and "reused_from" not in t.user_attrs
+        ),
+        key=lambda t: t.value,
+    )
+    out = study_dir / "exported.yaml"
+    assert (
+        cli(
+            [
+                "export",
+                "--study",
+                "tiny",
+                "--trial",
+                str(trial.number),
+                "--proxy",
+                "-o",
+                str(out),
+                "--studies-dir",
+                str(study_dir / "studies"),
+            ]
+        )
+        == 0
+    )
+    recipe = yaml.safe_load(out.read_text())
+    assert recipe["provenance"]["trial"] == trial.number and recipe["provenance"]["proxy_ap"] == trial.value
+    assert recipe["provenance"]["versions"]["torch"]
+    assert (
+        cli(
+            [
+                "train",
+                "--recipe",
+                str(out),
+                "--out",
+                str(study_dir / "retrain"),
+                "--studies-dir",
+                str(study_dir / "studies"),
+                "--threads",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((study_dir / "retrain" / "metrics.json").read_text())
+    assert metrics["ap"] == pytest.approx(trial.value, abs=1e-9)
+
+
+def test_listing_and_status(study_dir: Path, capsys: pytest.CaptureFixture[str]):
+    rows = list_studies(study_dir / "studies")
+    assert [r.name for r in rows] == ["tiny"] and rows[0].best_ap is not None
+    assert cli(["status", "tiny", "--studies-dir", str(study_dir / "studies")]) == 0
+    out = capsys.readouterr().out
+    assert "baselines:" in out and "student_only" in out
+
+
+def test_changed_teacher_pool_is_refused(study_dir: Path, tmp_path: Path):
+    space_file = write_space(tmp_path, teachers={"a": _teacher(16, 7), "b": _teacher(32, 6)})
+    with pytest.raises(StudyError, match="teacher pool of study 'tiny' changed"):
+        run_search(load_space(space_file), opts(study_dir / "studies", space_file))
+
+
+def test_unknown_trial_export_is_a_clear_error(study_dir: Path):
+    with pytest.raises(StudyError, match="has no trial 999"):
+        export_recipe("tiny", None, study_dir / "studies", 999)
+
+
+def test_two_workers_on_sqlite_finish_distinct_trials(tmp_path: Path):
+    space_file = write_space(tmp_path, trials=6)
+    run_search(load_space(space_file), opts(tmp_path / "studies", space_file, workers=2))
+    trials = _load(tmp_path).get_trials()
+    assert len(trials) == 6 and len({t.number for t in trials}) == 6
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+
+
+def test_kill_9_mid_trial_then_rerun_loses_nothing(tmp_path: Path):
+    space_file = write_space(
+        tmp_path, trials=5, proxy={"iterations": 16, "train_subset": 16, "val_subset": 8, "eval_every": 8}
+    )
+    studies = tmp_path / "studies"
+    cmd = [
+        sys.executable,
+        "-m",
+        "curriculum_search",
+        "search",
+        "--space",
+        str(space_file),
+        "--studies-dir",
+        str(studies),
+        "--threads",
+        "1",
+        "-q",
+    ]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = studies / "tiny" / "study.db"
+    deadline = time.time() + 300
+    victim = None
+    try:
+        while time.time() < deadline and victim is None:
+            time.sleep(0.5)
+            if not db.exists():
+                continue
+            try:
+                study = _load(tmp_path)
+            except KeyError:  # database created, study not yet
+                continue
+            done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+            running = [
+                t for t in study.get_trials() if t.state == TrialState.RUNNING and "run_dir" in t.user_attrs
+            ]
+            for t in running:
+                ckpt = studies / "tiny" / t.user_attrs["run_dir"] / "checkpoints" / "last.pt"
+                if done and ckpt.exists():
+                    victim = t
+        assert victim is not None, "no trial reached a checkpoint in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)
+    before = {
+        t.number: (t.state, t.value, t.params)
+        for t in _load(tmp_path).get_trials()
+        if t.state == TrialState.COMPLETE
+    }
+    run_search(load_space(space_file), opts(studies, space_file))
+    study = _load(tmp_path)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert {t.number: (t.state, t.value, t.params) for t in trials if t.number in before} == before
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state == TrialState.FAIL and killed.user_attrs["requeued"]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry[0].user_attrs["curriculum_key"] == victim.user_attrs["curriculum_key"]
+    finished = [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        and not t.user_attrs.get("requeued")
+    ]
+    assert len(finished) == 5
+    log = (studies / "tiny" / retry[0].user_attrs["run_dir"] / "trial.log").read_text()
+    assert "resuming" in log
