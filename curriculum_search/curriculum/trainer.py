@@ -217,6 +217,8 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
     seed_everything(recipe.seed + dist.rank)
     rhash = recipe_hash(recipe)
 
+    if dist.enabled and not dist.main:
+        dist.barrier()  # rank 0 generates/validates the data first
     data = build_datasets(
         recipe.data,
         class_names=recipe.student.class_names if recipe.data.kind == "coco" else None,
@@ -225,6 +227,8 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
         source=options.source,
         seed=recipe.seed,
     )
+    if dist.enabled and dist.main:
+        dist.barrier()
     spec = recipe.student
     if tuple(spec.class_names) != data.class_names:
         if len(data.class_names) != spec.num_classes:
@@ -350,8 +354,9 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                     res = _evaluate(student, data, cfg, device, dist)
                     history.append({"iteration": g, "stage": k, **res.as_dict()})
                     _append_history(out, history[-1], dist)
-                    for cb in options.callbacks:
-                        cb(g, res)
+                    if dist.main:
+                        for cb in options.callbacks:
+                            cb(g, res)
                     student.train()
                 if last_of_stage or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
                     nxt = (k + 1, 0) if last_of_stage else (k, step + 1)
@@ -377,8 +382,9 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
         res = _evaluate(student, data, cfg, device, dist)
         history.append({"iteration": total, "stage": len(recipe.stages) - 1, "final": True, **res.as_dict()})
         _append_history(out, history[-1], dist)
-        for cb in options.callbacks:
-            cb(total, res)
+        if dist.main:
+            for cb in options.callbacks:
+                cb(total, res)
     finally:
         bar.close()
         dist.close()

@@ -1,0 +1,111 @@
+"""Two coordinators on two "hosts" share one study on a real PostgreSQL server (loopback)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.test_search import write_space
+
+pytestmark = pytest.mark.postgres
+
+
+def _bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or (
+        [shutil.which(name)] if shutil.which(name) else []
+    )
+    return found[-1] if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip(
+            "PostgreSQL server binaries not installed (Debian package `postgresql`; .ci/run installs it)"
+        )
+    pytest.importorskip("psycopg", reason="psycopg not installed (test extra)")
+    # not under pytest's tmp folder: the `postgres` user must be able to reach it
+    root = Path(tempfile.mkdtemp(prefix="cs-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        os.chmod(root, 0o700)
+    subprocess.run(
+        _as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=50"
+    subprocess.run(
+        _as_postgres([pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.timeout(900)
+def test_two_workers_on_postgresql_finish_distinct_trials(tmp_path: Path, postgres_url: str):
+    space_file = write_space(tmp_path, trials=7)
+    base = [sys.executable, "-m", "curriculum_search"]
+    common = ["--studies-dir", str(tmp_path / "studies"), "--threads", "1", "-q"]
+    first = subprocess.Popen(
+        [*base, "search", "--space", str(space_file), "--storage", postgres_url, *common],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if optuna.load_study(study_name="tiny", storage=postgres_url).user_attrs.get(
+                "baselines_enqueued"
+            ):
+                break
+        except KeyError:
+            pass
+        assert first.poll() is None, first.stdout.read().decode()[-2000:] if first.stdout else ""
+        time.sleep(1)
+    second = subprocess.Popen(
+        [*base, "worker", "--storage", postgres_url, "--study", "tiny", *common],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out1, _ = first.communicate(timeout=700)
+    out2, _ = second.communicate(timeout=700)
+    assert first.returncode == 0, out1.decode()[-3000:]
+    assert second.returncode == 0, out2.decode()[-3000:]
+    trials = optuna.load_study(study_name="tiny", storage=postgres_url).get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) >= 7 and len({t.number for t in finished}) == len(finished)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert "#" in out2.decode(), "the second host ran no trial"
