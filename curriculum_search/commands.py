@@ -135,9 +135,12 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from curriculum_search.zoo import describe_pool, format_pool
+    from curriculum_search.zoo import describe_pool, format_pool, student_reference
 
-    print(format_pool(describe_pool(_space(args), args.studies_dir)))
+    space = _space(args)
+    infos = describe_pool(space, args.studies_dir)
+    ref = student_reference(space, args.studies_dir, train=False)
+    print(format_pool([*infos, ref] if ref else infos))
     return 0
 
 

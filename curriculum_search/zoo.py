@@ -8,6 +8,7 @@ GFLOPs, latency) which the search uses (weak->strong baseline, proxy cost) and `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,10 +21,11 @@ import torch
 from curriculum_search.curriculum.recipe import Recipe, Stage, TrainConfig
 from curriculum_search.curriculum.trainer import RunOptions, load_teacher, run_recipe
 from curriculum_search.distill.cache import CacheConfig
-from curriculum_search.models import Detector
+from curriculum_search.errors import CheckpointError
+from curriculum_search.models import Detector, load_checkpoint
 from curriculum_search.models.cost import measure_cost
 from curriculum_search.search.encoding import teacher_refs, zoo_checkpoint_path
-from curriculum_search.search.space import SearchSpace, pool_hash
+from curriculum_search.search.space import SearchSpace, ZooTrain, pool_hash
 from curriculum_search.utils.io import atomic_write_text, stable_hash
 from curriculum_search.utils.runtime import pick_device
 
@@ -67,7 +69,11 @@ def zoo_recipe(space: SearchSpace, name: str) -> Recipe:
     """The supervised recipe that trains zoo teacher ``name`` on the space's full data."""
     entry = space.teachers[name]
     assert entry.zoo is not None
-    z = entry.zoo
+    return supervised_recipe(space, f"zoo-{name}", entry.zoo)
+
+
+def supervised_recipe(space: SearchSpace, name: str, z: ZooTrain) -> Recipe:
+    """One supervised stage of ``z.iterations`` on the space's full data with ``z``'s settings."""
     train = TrainConfig(
         batch_size=z.batch_size,
         lr=z.lr,
@@ -108,7 +114,13 @@ def build_zoo(
             continue
         ckpt = zoo_checkpoint_path(space, name, studies_root)
         if ckpt.is_file():
-            continue
+            try:
+                load_checkpoint(ckpt)  # verified against its sha256: a damaged teacher is never used
+                continue
+            except CheckpointError as exc:
+                log.warning("%s; training zoo teacher %s again", exc, name)
+                ckpt.unlink()
+                _info_path(space, name, studies_root).unlink(missing_ok=True)
         log.info(
             "zoo: training teacher %s (%s, %d iterations)", name, entry.zoo.spec.label, entry.zoo.iterations
         )
@@ -132,7 +144,79 @@ def build_zoo(
         if sidecar.exists():
             os.replace(sidecar, ckpt.with_name(ckpt.name + ".sha256"))
         log.info("zoo: %s reached AP %.3f", name, result.metrics.ap)
-    return describe_pool(space, studies_root, device=device, evaluate_missing=True, source=source)
+    infos = describe_pool(space, studies_root, device=device, evaluate_missing=True, source=source)
+    ref = student_reference(
+        space, studies_root, cache=cache, device=device, threads=threads, progress=progress, source=source
+    )
+    return [*infos, ref] if ref is not None else infos
+
+
+def student_reference(
+    space: SearchSpace,
+    studies_root: Path,
+    *,
+    cache: CacheConfig | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    source: str | Path | None = None,
+    train: bool = True,
+) -> TeacherInfo | None:
+    """The student trained alone as long as the longest-trained zoo teacher: the gap a teacher
+    must show to be worth distilling from. Trained once per (student, data, iterations)."""
+    iters = max((e.zoo.iterations for e in space.teachers.values() if e.zoo is not None), default=0)
+    if iters == 0:
+        return None
+    z = next(e.zoo for e in space.teachers.values() if e.zoo is not None and e.zoo.iterations == iters)
+    key = stable_hash(
+        {
+            "student": str(space.student),
+            "data": str(space.data),
+            "iterations": iters,
+            "lr": z.lr,
+            "bs": z.batch_size,
+        }
+    )
+    out = studies_root / "_zoo" / f"_student-alone-{key}"
+    info_file = out / "info.json"
+    if info_file.is_file():
+        return TeacherInfo(**json.loads(info_file.read_text()))
+    if not train:
+        return None
+    log.info("zoo: training the student alone for %d iterations (reference)", iters)
+    result = run_recipe(
+        supervised_recipe(space, "student-alone", dataclasses.replace(z, spec=space.student)),
+        RunOptions(
+            out_dir=out,
+            cache_root=studies_root / "_cache",
+            base_dir=studies_root,
+            source=source,
+            cache=cache or CacheConfig(enabled=False),
+            progress=progress,
+            device=device,
+            threads=threads,
+            keep_stage_checkpoints=False,
+        ),
+    )
+    from curriculum_search.models import load_detector
+
+    cost = measure_cost(
+        load_detector(result.student_path)[0], space.data.image_size, device=str(pick_device(device or "cpu"))
+    )
+    info = TeacherInfo(
+        "(student alone)",
+        "reference",
+        space.student.label,
+        True,
+        None,
+        result.metrics.ap,
+        result.metrics.ap50,
+        cost.params,
+        cost.gflops,
+        cost.latency_ms,
+    )
+    atomic_write_text(info_file, json.dumps(info.as_dict(), indent=2))
+    return info
 
 
 def describe_pool(
@@ -200,7 +284,7 @@ def _measure(
 def format_pool(infos: list[TeacherInfo]) -> str:
     """A plain-text table of the pool, weakest first."""
     rows = sorted(infos, key=lambda i: (i.ap is None, i.ap or 0.0))
-    head = f"{'teacher':<14}{'model':<44}{'AP':>7}{'AP50':>7}{'params':>10}{'GFLOPs':>8}{'ms/img':>8}  status"
+    head = f"{'teacher':<17}{'model':<44}{'AP':>7}{'AP50':>7}{'params':>10}{'GFLOPs':>8}{'ms/img':>8}  status"
     lines = [head, "-" * len(head)]
     for i in rows:
         ap = f"{i.ap:.3f}" if i.ap is not None else "-"
@@ -208,6 +292,8 @@ def format_pool(infos: list[TeacherInfo]) -> str:
         params = f"{i.params / 1e6:.2f}M" if i.params else "-"
         gf = f"{i.gflops:.2f}" if i.gflops is not None else "-"
         lat = f"{i.latency_ms:.1f}" if i.latency_ms is not None else "-"
-        status = "ready" if i.ready else "missing (run `zoo build`)"
-        lines.append(f"{i.name:<14}{i.label:<44}{ap:>7}{ap50:>7}{params:>10}{gf:>8}{lat:>8}  {status}")
+        status = (
+            "reference" if i.kind == "reference" else ("ready" if i.ready else "missing (run `zoo build`)")
+        )
+        lines.append(f"{i.name:<17}{i.label:<44}{ap:>7}{ap50:>7}{params:>10}{gf:>8}{lat:>8}  {status}")
     return "\n".join(lines)

@@ -288,3 +288,25 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing(tmp_path: Path):
     assert len(finished) == 5
     log = (studies / "tiny" / retry[0].user_attrs["run_dir"] / "trial.log").read_text()
     assert "resuming" in log
+
+
+def test_zoo_list_shows_teachers_and_the_student_alone_reference(
+    study_dir: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert (
+        cli(
+            [
+                "zoo",
+                "list",
+                "--space",
+                str(study_dir / "tiny.yaml"),
+                "--studies-dir",
+                str(study_dir / "studies"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "(student alone)" in out and "reference" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith(("a ", "b "))]
+    assert len(rows) == 2 and all("ready" in r and "M" in r for r in rows)  # params column filled
