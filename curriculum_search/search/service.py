@@ -258,6 +258,7 @@ class _Running:
     run_dir: Path
     started: float
     log_file: Any
+    slot: int
 
 
 def run_search(space: SearchSpace, opts: SearchOptions, *, enqueue: bool = True) -> SearchSummary:
@@ -346,9 +347,7 @@ def _coordinate(
         while True:
             done = _finished_count(study)
             out_of_time = timeout is not None and time.time() - t_start > timeout
-            free_slots = [
-                s for s in range(workers) if s not in {r.proc.pid % workers for r in running.values()}
-            ]
+            free_slots = sorted(set(range(workers)) - {r.slot for r in running.values()})
             while (
                 not out_of_time
                 and len(running) + len(waiting_reuse) < workers
@@ -372,7 +371,7 @@ def _coordinate(
                     done += 1
                     bar.update(1)
                     continue
-                slot = len(running) % workers if not free_slots else free_slots.pop(0)
+                slot = free_slots.pop(0)
                 running[trial.number] = _launch(space, study, spec, trial, choice, opts, slot, threads, gpus)
             if not running and not waiting_reuse:
                 break
@@ -393,8 +392,9 @@ def _coordinate(
                     if _prepare_trial(space, study, trial, choice, opts) == "reused":
                         bar.update(1)
                     else:  # the twin did not complete: run it ourselves
+                        slot = min(set(range(workers)) - {r.slot for r in running.values()})
                         running[trial.number] = _launch(
-                            space, study, spec, trial, choice, opts, 0, threads, gpus
+                            space, study, spec, trial, choice, opts, slot, threads, gpus
                         )
     except BaseException:
         for r in running.values():  # leave nothing orphaned; their checkpoints stay for the retry
@@ -582,7 +582,7 @@ def _launch(
         env=env,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
-    return _Running(trial, choice, proc, run_dir, time.time(), log_file)
+    return _Running(trial, choice, proc, run_dir, time.time(), log_file, slot)
 
 
 def _die_with_parent() -> None:
