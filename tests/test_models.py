@@ -138,3 +138,17 @@ def test_cost_metadata_for_a_zoo_model():
     cost = measure_cost(model, 64, iters=1, warmup=1)
     assert cost.params == sum(p.numel() for p in model.parameters())
     assert cost.gflops > 0 and cost.latency_ms > 0
+
+
+def test_pretrained_weight_names_are_validated_before_any_download():
+    spec = DetectorSpec(arch="fcos", backbone="torchvision", num_classes=90, weights="torchvision:NOPE")
+    with pytest.raises(ConfigError, match="weights: unknown torchvision weights 'NOPE' \\(known: COCO_V1"):
+        build_detector(spec)
+    with pytest.raises(ConfigError, match="num_classes: .* predicts 90 classes"):
+        build_detector(
+            DetectorSpec(arch="fcos", backbone="torchvision", num_classes=6, weights="torchvision:DEFAULT")
+        )
+    with pytest.raises(ConfigError, match="torchvision: weights need backbone: torchvision"):
+        build_detector(
+            DetectorSpec(arch="fcos", backbone="resnet10t", num_classes=90, weights="torchvision:DEFAULT")
+        )

@@ -64,14 +64,14 @@ def _load_torchvision(model: Detector, spec: DetectorSpec, member: str, source: 
         raise ConfigError(
             source, "weights", f"unknown torchvision weights {member!r} (known: {names})"
         ) from None
-    categories = [c for c in w.meta["categories"]]
-    state = w.get_state_dict(progress=True, check_hash=True)
+    categories = list(w.meta["categories"])
     if len(categories) != spec.num_classes + 1:
         raise ConfigError(
             source,
             "num_classes",
             f"{w} predicts {len(categories) - 1} classes (with N/A slots); set num_classes: {len(categories) - 1}",
         )
+    state = w.get_state_dict(progress=True, check_hash=True)  # downloads once into the torch hub cache
     missing, unexpected = model.net.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("transform")]:
         raise CheckpointError(
