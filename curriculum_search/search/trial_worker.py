@@ -56,12 +56,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     )
     trial = optuna.trial.Trial(study, job["trial_id"])
     total = recipe.total_iterations
+    first_stage_end = recipe.stages[0].iterations if len(recipe.stages) > 1 else 0
     last: dict[str, float] = {}
 
     def report(iteration: int, res: EvalResult) -> None:
         last["ap"], last["iteration"] = res.ap, iteration
         trial.report(res.ap, step=iteration)
-        if job["prune"] and iteration < total and trial.should_prune():
+        # never judge a curriculum before its first stage is over (a weak start is by design)
+        if job["prune"] and first_stage_end <= iteration < total and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at iteration {iteration}")
 
     cache = CacheConfig(**{**job["cache"], "root": _p(job["cache"]["root"])})
