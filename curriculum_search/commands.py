@@ -145,29 +145,9 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    app = Path(__file__).resolve().parent.parent / "app.py"
-    if not app.is_file():
-        raise StudyError(f"{app}: dashboard app not found (run from a source checkout)")
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(app),
-        "--server.address",
-        args.host,
-        "--server.port",
-        str(args.port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--",
-        "--studies-dir",
-        str(args.studies_dir),
-    ]
-    if args.storage:
-        cmd += ["--storage", args.storage]
+    from curriculum_search.dashboard import dashboard_command
+
+    cmd = dashboard_command(args.host, args.port, args.storage, args.studies_dir, open_browser=False)
     print(f"dashboard on http://{args.host}:{args.port}  (Ctrl+C to stop)")
     return subprocess.call(cmd)
 

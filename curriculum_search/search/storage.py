@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -25,6 +26,7 @@ from optuna.storages.journal import JournalFileBackend
 from curriculum_search.errors import StudyError
 
 HEARTBEAT_S = 30
+SQLITE_MAGIC = b"SQLite format 3\x00"
 GRACE_S = 120
 
 
@@ -65,7 +67,7 @@ def storage_spec(studies_root: Path, name: str, storage: str | None) -> StorageS
     study_dir = studies_root / name
     if storage is None:
         path = study_dir / "study.db"
-        return StorageSpec(f"sqlite:///{path.resolve()}", study_dir, sqlite_path=path)
+        return StorageSpec(f"sqlite:///{quote(str(path.resolve()), safe='/')}", study_dir, sqlite_path=path)
     if storage.startswith("journal:"):
         path = Path(storage.split(":", 1)[1]).expanduser()
         return StorageSpec(storage, study_dir, journal_path=path)
@@ -120,6 +122,34 @@ def open_readonly(spec: StorageSpec) -> BaseStorage:
             raise StudyError(f"{spec.journal_path}: no journal here")
         return JournalStorage(JournalFileBackend(str(spec.journal_path)))
     return RDBStorage(spec.url, skip_compatibility_check=True, skip_table_creation=True)
+
+
+def readonly_sqlite_url(path: Path) -> str:
+    """A SQLAlchemy URL that opens an SQLite study read-only without creating any file.
+
+    ``mode=ro`` never writes the database. In WAL mode a reader also needs the ``-wal`` and
+    ``-shm`` files: while a writer is active they exist and the reader shares them (WAL readers
+    never block the writer). When they are absent (no writer, everything checkpointed into the
+    main file) a plain ``mode=ro`` reader would *create* them, so a WAL database without ``-wal``
+    is opened with ``immutable=1``: no lock, no side file, and the main file holds every committed
+    trial. A database in rollback-journal mode is read with ``mode=ro`` alone (shared locks only).
+    The path is percent-encoded twice: SQLAlchemy decodes the URL once, SQLite the URI once.
+    """
+    resolved = path.resolve()
+    wal = resolved.with_name(resolved.name + "-wal")
+    extra = "&immutable=1" if _is_wal_database(resolved) and not wal.exists() else ""
+    encoded = quote(quote(str(resolved), safe="/"), safe="/")
+    return f"sqlite:///file:{encoded}?mode=ro{extra}&uri=true"
+
+
+def _is_wal_database(path: Path) -> bool:
+    """True when the SQLite header says WAL mode (file format read/write versions = 2)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[:16] == SQLITE_MAGIC and head[18] == 2 and head[19] == 2
 
 
 def _enable_wal(path: Path) -> None:

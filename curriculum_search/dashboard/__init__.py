@@ -1,0 +1,95 @@
+"""Streamlit dashboard: studies, curricula, trials, baselines and the full run.
+
+``streamlit run app.py`` (from a checkout) or ``python -m curriculum_search dashboard`` (which
+runs :func:`dashboard_command`). Modules: :mod:`.data` (read-only loading into pandas),
+:mod:`.charts` (pure plotly figures), :mod:`.pages` (Streamlit rendering). Arguments for the app go
+after ``--``: ``streamlit run app.py -- --studies-dir DIR --storage URL [--storage URL2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Environment variable naming the studies folder (shared with the CLI's ``--studies-dir``).
+STUDIES_ENV = "CURRICULUM_SEARCH_STUDIES"
+
+
+@dataclass(frozen=True)
+class AppArgs:
+    """What the app shows: the studies folder and extra Optuna storage URLs."""
+
+    studies_dir: Path
+    storages: tuple[str, ...] = ()
+
+
+def app_path() -> Path:
+    """The Streamlit script: the repository's ``app.py``, or the packaged copy when installed."""
+    repo_app = Path(__file__).resolve().parents[2] / "app.py"
+    if repo_app.is_file():
+        return repo_app
+    return Path(__file__).resolve().with_name("streamlit_app.py")
+
+
+def parse_app_args(argv: Sequence[str] | None = None) -> AppArgs:
+    """Parse the script arguments (those after ``--`` on the ``streamlit run`` line).
+
+    Unknown arguments are ignored (under ``AppTest`` or other hosts ``sys.argv`` is not ours).
+    Defaults: ``$CURRICULUM_SEARCH_STUDIES`` or ``./studies``, no extra storage.
+    """
+    p = argparse.ArgumentParser(prog="app.py", add_help=False)
+    p.add_argument("--studies-dir", type=Path, default=None)
+    p.add_argument("--storage", action="append", default=[])
+    args, _ = p.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    studies = args.studies_dir or Path(os.environ.get(STUDIES_ENV) or "studies")
+    return AppArgs(studies_dir=studies, storages=tuple(s for s in args.storage if s))
+
+
+def dashboard_command(
+    host: str = "127.0.0.1",
+    port: int = 8501,
+    storage: str | None = None,
+    studies_dir: str | Path | None = None,
+    *,
+    open_browser: bool = True,
+) -> list[str]:
+    """The command line that serves the dashboard (run it with ``subprocess``).
+
+    Binds to ``host`` (default ``127.0.0.1``: this machine only), turns usage statistics off and
+    passes ``--storage`` / ``--studies-dir`` to the app after ``--``.
+
+    Args:
+        host: address to bind; anything else than a loopback address exposes the studies.
+        port: TCP port.
+        storage: an extra Optuna storage URL whose studies are listed too.
+        studies_dir: the studies folder (default: the app's default, ``./studies`` or the env var).
+        open_browser: open a browser tab on start (``--server.headless false``).
+    """
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path()),
+        "--server.address",
+        str(host),
+        "--server.port",
+        str(int(port)),
+        "--server.headless",
+        "false" if open_browser else "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+    ]
+    if studies_dir is not None:
+        cmd += ["--studies-dir", str(studies_dir)]
+    if storage:
+        cmd += ["--storage", storage]
+    return cmd
+
+
+__all__ = ["STUDIES_ENV", "AppArgs", "app_path", "dashboard_command", "parse_app_args"]

@@ -1,0 +1,801 @@
+"""Streamlit rendering: the sidebar, the study table and the five study pages.
+
+Everything read from disk goes through ``st.cache_data`` keyed by a *change token* (file sizes and
+change times of the study database, a 10 s bucket for server databases), so a live refresh costs
+nothing while the study is unchanged and re-reads it once when it changes. The main area is a
+fragment re-run every few seconds when "Live refresh" is on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from curriculum_search.dashboard import AppArgs, parse_app_args
+from curriculum_search.dashboard import charts as ch
+from curriculum_search.dashboard import data as dd
+
+PAGES = ("Overview", "Curricula", "Parameters", "Trials", "Baselines & full run")
+REFRESH_CHOICES = (5, 10, 30, 60)
+PLOTLY_CONFIG = {"displaylogo": False, "scrollZoom": False}
+
+START_HELP = """\
+No study yet in `{studies}`. Start one (it appears here as soon as its first trial is created):
+
+```bash
+python -m curriculum_search run                  # embedded default: synthetic data, own teacher zoo
+python -m curriculum_search run --space space/my.yaml --trials 50
+```
+
+Studies on a server database: add its URL in the sidebar or start the app with
+`streamlit run app.py -- --storage postgresql://user@host/db`.
+"""
+
+
+# -- cached loading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A study or the one-line reason it could not be read."""
+
+    data: dd.StudyData | None
+    error: str | None = None
+
+
+def _source_key(src: dd.StudySource) -> tuple[str, str, str]:
+    return (src.name, src.url, str(src.folder))
+
+
+def _source(key: tuple[str, str, str]) -> dd.StudySource:
+    return dd.StudySource(key[0], key[1], Path(key[2]))
+
+
+@st.cache_data(ttl=5, show_spinner=False, max_entries=32)
+def cached_discovery(studies_dir: str, storages: tuple[str, ...]) -> dd.Discovery:
+    return dd.discover(Path(studies_dir), storages)
+
+
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=64)
+def cached_study(key: tuple[str, str, str], token: tuple[Any, ...]) -> Loaded:
+    """Read a study (once per change token)."""
+    try:
+        return Loaded(dd.load_study(_source(key)))
+    except Exception as exc:
+        return Loaded(None, str(exc) if isinstance(exc, dd.StudyError) else f"{type(exc).__name__}: {exc}")
+
+
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=64)
+def cached_importances(key: tuple[str, str, str], token: tuple[Any, ...]) -> dd.Importances:
+    loaded = cached_study(key, token)
+    if loaded.data is None:
+        return dd.Importances({}, loaded.error or "study not readable")
+    return dd.param_importances(loaded.data)
+
+
+@st.cache_data(ttl=600, show_spinner=False, max_entries=256)
+def cached_trial_run(key: tuple[str, str, str], run_dir: str, token: tuple[Any, ...]) -> dd.TrialRun:
+    return dd.load_trial_run(_source(key), run_dir)
+
+
+@st.cache_data(ttl=600, show_spinner=False, max_entries=64)
+def cached_full_run(key: tuple[str, str, str], token: tuple[Any, ...]) -> dd.FullRun | None:
+    return dd.load_full_run(_source(key))
+
+
+def load(src: dd.StudySource) -> Loaded:
+    return cached_study(_source_key(src), dd.change_token(src))
+
+
+def full_run(src: dd.StudySource) -> dd.FullRun | None:
+    folder = src.folder / "full"
+    token = dd.files_token(
+        [folder / n for n in ("status.json", "history.jsonl", "metrics.json", "recipe.yaml")]
+        + [src.folder / "best_recipe.yaml"]
+    )
+    return cached_full_run(_source_key(src), token)
+
+
+def trial_run(src: dd.StudySource, run_dir: str) -> dd.TrialRun:
+    files = dd.trial_run_files(src, run_dir)
+    token = dd.files_token(files) if files else ()
+    return cached_trial_run(_source_key(src), run_dir, token)
+
+
+# -- page scaffolding -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sidebar choices."""
+
+    studies_dir: Path
+    storages: tuple[str, ...]
+    live: bool
+    interval: int
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Render the whole app (the body of ``app.py``)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    st.set_page_config(page_title="curriculum_search dashboard", page_icon="🎓", layout="wide")
+    args = parse_app_args(argv)
+    settings = sidebar(args)
+    body = st.fragment(render_body, run_every=settings.interval if settings.live else None)
+    body(settings)
+
+
+def sidebar(args: AppArgs) -> Settings:
+    """Studies folder, extra storage, live refresh; returns the choices."""
+    sb = st.sidebar
+    sb.title("curriculum_search")
+    sb.caption("Curriculum search for multi-teacher detector distillation")
+    folder = sb.text_input(
+        "Studies folder",
+        value=str(args.studies_dir),
+        key="studies_dir",
+        help="Every `<name>/study.db` under it is a study.",
+    )
+    extra = sb.text_input(
+        "Extra storage URL",
+        value="",
+        key="extra_storage",
+        placeholder="postgresql://user@host/db, sqlite:///path.db or journal:PATH",
+        help="Also list the studies of this Optuna storage (read-only).",
+    )
+    storages = tuple(args.storages) + ((extra.strip(),) if extra.strip() else ())
+    for url in args.storages:
+        sb.caption(f"storage: `{dd.redact_url(url)}`")
+    live = sb.toggle(
+        "Live refresh",
+        value=True,
+        key="live",
+        help="Re-read the studies while they run (read-only; never blocks the search).",
+    )
+    interval = sb.select_slider(
+        "Refresh every (s)", options=list(REFRESH_CHOICES), value=10, key="interval", disabled=not live
+    )
+    address = _server_address()
+    if address in ("127.0.0.1", "localhost", "::1"):
+        sb.caption(f"🔒 serving on {address} (this machine only)")
+    elif address:
+        sb.warning(f"Serving on {address}: other machines can read these studies.")
+    else:
+        sb.caption(
+            "Serve on this machine only: `python -m curriculum_search dashboard` or `--server.address 127.0.0.1`."
+        )
+    return Settings(Path(folder or "studies"), storages, bool(live), int(interval))
+
+
+def _server_address() -> str:
+    try:
+        return str(st.get_option("server.address") or "")
+    except Exception:
+        return ""
+
+
+def render_body(settings: Settings) -> None:
+    """Study table, study selector and the selected page (the live-refreshed fragment)."""
+    st.title("Curriculum search studies")
+    found = cached_discovery(str(settings.studies_dir), settings.storages)
+    for p in found.problems:
+        st.error(f"**Cannot read {p.where}**: {p.message}", icon="⚠️")
+    if not found.sources:
+        if not settings.studies_dir.exists():
+            st.info(f"The studies folder `{settings.studies_dir}` does not exist yet.", icon="📂")
+        st.markdown(START_HELP.format(studies=settings.studies_dir))
+        return
+    loaded = {src: load(src) for src in found.sources}
+    rows = []
+    for src, res in loaded.items():
+        if res.data is not None:
+            rows.append(dd.summary_row(res.data, full_run(src)))
+        else:
+            rows.append(dd.error_row(src, res.error or "unreadable"))
+    study_table(pd.DataFrame(rows))
+    for src, res in loaded.items():
+        if res.error:
+            st.error(f"**{src.name}** cannot be read: {res.error}", icon="🚫")
+    names = [
+        src.name if _unique_name(src, found.sources) else f"{src.name} ({src.location})"
+        for src in found.sources
+    ]
+    default = _default_study(loaded)
+    choice = st.selectbox("Study", names, index=default, key="study")
+    src = found.sources[names.index(choice)] if choice in names else found.sources[default]
+    res = loaded[src]
+    if res.data is None:
+        st.warning(
+            f"Study **{src.name}** is not readable, see the reason above. Fix the file or pick another study."
+        )
+        return
+    data = res.data
+    if data.trials.empty:
+        st.info(
+            f"Study **{src.name}** has no trial yet. The first points appear when its first proxy run "
+            "reports an evaluation; the baselines run first.",
+            icon="⏳",
+        )
+        return
+    view = st.segmented_control("View", PAGES, default=PAGES[0], key="view", label_visibility="collapsed")
+    page = view if view in PAGES else PAGES[0]
+    ctx = Context(src, data, settings.studies_dir)
+    RENDERERS[page](ctx)
+    st.caption(f"Read {data.loaded_at.astimezone().strftime('%H:%M:%S')} from `{src.location}` (read-only).")
+
+
+def _unique_name(src: dd.StudySource, sources: tuple[dd.StudySource, ...]) -> bool:
+    return sum(1 for s in sources if s.name == src.name) == 1
+
+
+def _default_study(loaded: Mapping[dd.StudySource, Loaded]) -> int:
+    """Index of the most recently updated readable study."""
+    best, best_t = 0, None
+    for i, res in enumerate(loaded.values()):
+        t = res.data.last_update if res.data is not None else None
+        if t is not None and (best_t is None or t > best_t):
+            best, best_t = i, t
+    return best
+
+
+def study_table(df: pd.DataFrame) -> None:
+    cols = [
+        "study",
+        "state",
+        "best AP",
+        "best trial",
+        "progress",
+        "finished",
+        "target",
+        "complete",
+        "pruned",
+        "failed",
+        "running",
+        "compute (h)",
+        "proxy cost",
+        "full-run AP",
+        "last update",
+        "location",
+    ]
+    cols = [c for c in cols if c in df.columns]
+    cc = st.column_config
+    st.dataframe(
+        df[cols],
+        hide_index=True,
+        key="study_table",
+        column_config={
+            "best AP": cc.NumberColumn(format="%.4f", help="best final proxy AP (baselines included)"),
+            "full-run AP": cc.NumberColumn(
+                format="%.4f", help="AP of the full-length run of the best curriculum"
+            ),
+            "progress": cc.ProgressColumn(
+                format="percent", min_value=0.0, max_value=1.0, help="finished / target trials"
+            ),
+            "compute (h)": cc.NumberColumn(format="%.2f", help="sum of the trials' wall time"),
+            "proxy cost": cc.NumberColumn(format="compact", help="sum of GFLOPs × iterations over trials"),
+            "last update": cc.DatetimeColumn(format="distance"),
+            "best trial": cc.NumberColumn(format="%d"),
+        },
+    )
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """The selected study and what every page needs."""
+
+    src: dd.StudySource
+    data: dd.StudyData
+    studies_dir: Path
+
+    @property
+    def colors(self) -> dict[str, str]:
+        return ch.teacher_colors(self.data.teacher_names)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return _source_key(self.src)
+
+
+def _plot(fig: Any, key: str) -> None:
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return format(v, spec)
+
+
+def _recipe_button(ctx: Context, number: int | None, label: str, key: str) -> None:
+    """Download button for a trial's recipe YAML (built on click)."""
+    src, studies = ctx.src, ctx.studies_dir
+    fname = f"{src.name}-{'best' if number is None else f'trial{number}'}.yaml"
+
+    def build() -> str:
+        return dd.recipe_yaml(src, studies, number).text
+
+    st.download_button(
+        label, data=build, file_name=fname, mime="application/x-yaml", key=key, on_click="ignore", icon="⬇️"
+    )
+    if importlib.util.find_spec("curriculum_search.search.service") is None:
+        st.caption("The recipe exporter is not installed: the file holds the decoded curriculum only.")
+
+
+def page_overview(ctx: Context) -> None:
+    data = ctx.data
+    counts = data.counts()
+    best = data.best()
+    bases = data.baselines()
+    ref = bases.get("student_only")
+    ref_ap = float(ref["value"]) if ref is not None and not math.isnan(float(ref["value"])) else None
+    finished = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
+    target = data.target_trials
+    full = full_run(ctx.src)
+    c = st.columns(6)
+    if best is not None:
+        delta = f"{float(best['value']) - ref_ap:+.4f} vs no KD" if ref_ap is not None else None
+        c[0].metric(
+            "Best proxy AP",
+            _fmt(float(best["value"])),
+            delta,
+            help=f"trial #{int(best['number'])}; delta against the student-only baseline",
+        )
+    else:
+        c[0].metric("Best proxy AP", "–")
+    c[1].metric("Finished trials", f"{finished}" + (f" / {target}" if target else ""))
+    c[2].metric("Pruned / failed", f"{counts['PRUNED']} / {counts['FAIL']}")
+    c[3].metric("Running", str(counts["RUNNING"] + counts["WAITING"]))
+    c[4].metric("Compute", f"{data.trials['wall_time_s'].sum(skipna=True) / 3600:.2f} h")
+    c[5].metric("Full run", full.state if full is not None else "not started")
+    if target:
+        st.progress(min(1.0, finished / target), text=f"search progress: {finished}/{target} trials")
+    if best is not None:
+        st.markdown(
+            f"**Best curriculum** (trial #{int(best['number'])}{', baseline ' + best['baseline'] if best['baseline'] else ''}): `{best['description']}`"
+        )
+        _recipe_button(ctx, None, "Download the best recipe (YAML)", key="dl_best")
+    _plot(ch.optimization_history(data.trials, bases, data.teacher_info, data.maximize), "history")
+    _plot(
+        ch.intermediate_curves(data.curves, data.trials, data.stages, ctx.colors, maximize=data.maximize),
+        "curves",
+    )
+    if data.teacher_info:
+        with st.expander("Teacher pool"):
+            st.dataframe(pd.DataFrame(data.teacher_info), hide_index=True)
+
+
+def page_curricula(ctx: Context) -> None:
+    data = ctx.data
+    n_done = len(data.complete())
+    top_k = st.slider(
+        "Top-K trials",
+        min_value=1,
+        max_value=max(2, min(40, n_done)),
+        value=min(10, max(1, n_done)),
+        key="top_k",
+    )
+    _plot(
+        ch.curriculum_timeline(data.trials, data.stages, ctx.colors, top_k=top_k, maximize=data.maximize),
+        "timeline",
+    )
+    left, right = st.columns(2)
+    with left:
+        _plot(ch.teacher_position_heatmap(data.trials, data.stages, data.teacher_names), "teacher_position")
+    with right:
+        _plot(ch.chain_box(data.trials, maximize=data.maximize), "chains")
+
+
+def page_parameters(ctx: Context) -> None:
+    data = ctx.data
+    imp = cached_importances(ctx.key, dd.change_token(ctx.src))
+    if imp.values:
+        _plot(ch.param_importance_bar(imp.values), "importances")
+        st.caption(
+            f"Over {imp.n_trials} finished trials; `order_key.*` set the teacher order, `frac.*` the stage lengths."
+        )
+    else:
+        st.info(f"Parameter importances: {imp.message}.", icon="ℹ️")
+    _plot(
+        ch.parallel_coordinates(data.trials, data.param_info, importances=imp.values, maximize=data.maximize),
+        "parcoords",
+    )
+    _plot(ch.cost_scatter(data.trials, data.baselines(), data.cost_cap, maximize=data.maximize), "pareto")
+    if data.constraint_names:
+        st.caption(f"Constraints: {', '.join(data.constraint_names)} (feasible when ≤ 0).")
+
+
+def page_trials(ctx: Context) -> None:
+    data = ctx.data
+    df = data.trials
+    c1, c2 = st.columns([2, 3])
+    states = c1.multiselect(
+        "States",
+        list(dd.STATES),
+        default=[s for s in dd.STATES if (df["state"] == s).any()],
+        key="trial_states",
+    )
+    text = c2.text_input("Filter by curriculum", key="trial_filter", placeholder="e.g. swin, mgd, → medium")
+    view = df[df["state"].isin(states)]
+    if text:
+        view = view[view["description"].str.contains(text, case=False, regex=False)]
+    cols = [
+        "number",
+        "state",
+        "value",
+        "baseline",
+        "description",
+        "proxy_cost",
+        "feasible",
+        "wall_time_s",
+        "last_step",
+        "failure_reason",
+        "start",
+    ]
+    cc = st.column_config
+    event = st.dataframe(
+        view[cols],
+        hide_index=True,
+        key="trial_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        height=300,
+        column_config={
+            "number": cc.NumberColumn("#", format="%d"),
+            "value": cc.NumberColumn("AP", format="%.4f"),
+            "proxy_cost": cc.NumberColumn("proxy cost", format="compact"),
+            "wall_time_s": cc.NumberColumn("wall time (s)", format="%.0f"),
+            "last_step": cc.NumberColumn("last eval", format="%d"),
+            "failure_reason": cc.TextColumn("failure"),
+            "start": cc.DatetimeColumn("started", format="distance"),
+        },
+    )
+    numbers = [int(n) for n in df["number"]]
+    rows = getattr(getattr(event, "selection", None), "rows", None) or []
+    picked = int(view.iloc[rows[0]]["number"]) if rows and rows[0] < len(view) else None
+    if picked is not None and st.session_state.get("_picked") != picked:
+        st.session_state["trial"] = picked
+    st.session_state["_picked"] = picked
+    best = data.best()
+    default = int(best["number"]) if best is not None else numbers[-1]
+    if st.session_state.get("trial") not in numbers:
+        st.session_state["trial"] = default
+    labels = _trial_labels(df)
+    number = st.selectbox("Trial", numbers, key="trial", format_func=lambda n: labels.get(n, f"#{n}"))
+    trial_detail(ctx, int(number))
+
+
+def _trial_labels(df: pd.DataFrame) -> dict[int, str]:
+    """``#n · state · AP · description`` of every trial (the trial selector's labels)."""
+    out = {}
+    for n, state, value, desc in zip(df["number"], df["state"], df["value"], df["description"]):
+        ap = f" · AP {value:.4f}" if not math.isnan(value) else ""
+        out[int(n)] = f"#{int(n)} · {str(state).lower()}{ap} · {str(desc)[:90]}"
+    return out
+
+
+def trial_detail(ctx: Context, number: int) -> None:
+    """Decoded curriculum, loss weights, per-stage metrics, failure reason, logs, recipe."""
+    data = ctx.data
+    row = data.trials[data.trials["number"] == number].iloc[0]
+    attrs = data.trial_attrs.get(number, {})
+    cur = dd.as_mapping(attrs.get("curriculum"))
+    st.subheader(
+        f"Trial #{number} — {row['state'].lower()}"
+        + (f" · baseline {row['baseline']}" if row["baseline"] else "")
+    )
+    st.markdown(f"`{row['description']}`" if row["description"] else "_no curriculum recorded_")
+    state = row["state"]
+    if row["failure_reason"]:
+        st.error(f"**Failure:** {row['failure_reason']}", icon="💥")
+    elif state == "FAIL":
+        st.error("Failed without a recorded reason; see the log below.", icon="💥")
+    if state == "PRUNED":
+        at = row["pruned_at"] if not math.isnan(row["pruned_at"]) else row["last_step"]
+        st.warning(
+            f"Pruned at iteration {_fmt(at, '.0f')} (last AP {_fmt(row['last_value'])}): below the median of earlier trials.",
+            icon="✂️",
+        )
+    if state == "RUNNING":
+        st.info(
+            f"Running: last AP {_fmt(row['last_value'])} at iteration {_fmt(row['last_step'], '.0f')}.",
+            icon="⏳",
+        )
+    if not math.isnan(row["reused_from"]):
+        st.info(f"Result reused from trial #{int(row['reused_from'])} (same decoded curriculum).", icon="♻️")
+    if not math.isnan(row["retry_of"]):
+        st.caption(f"Retry of trial #{int(row['retry_of'])}.")
+    m = st.columns(5)
+    m[0].metric("Final AP", _fmt(row["value"]))
+    m[1].metric("AP50", _fmt(row["ap50"]))
+    m[2].metric("Proxy cost", _fmt(row["proxy_cost"], ",.0f"))
+    m[3].metric("Wall time", f"{_fmt(row['wall_time_s'], '.0f')} s")
+    feas = row["feasible"]
+    m[4].metric(
+        "Constraint",
+        "–"
+        if feas is None or (isinstance(feas, float) and math.isnan(feas))
+        else ("feasible" if feas else "infeasible"),
+    )
+    stages = data.stages[data.stages["number"] == number]
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Curriculum**")
+        if len(stages):
+            st.dataframe(
+                stages[["position", "teacher", "start", "end", "iterations"]].rename(
+                    columns={"position": "stage"}
+                ),
+                hide_index=True,
+            )
+        elif cur:
+            st.markdown("Student only (no teacher).")
+    with right:
+        st.markdown("**Loss weights & settings**")
+        st.dataframe(settings_frame(cur), hide_index=True)
+    run = trial_run(ctx.src, str(row["run_dir"]))
+    history: list[dict[str, Any]] = run.history or [
+        {"iteration": int(s), "ap": float(v)} for s, v in zip(*_curve_of(data.curves, number))
+    ]
+    bounds = list(attrs.get("stage_boundaries") or []) or (
+        [int(stages["start"].min()), *stages["end"].tolist()] if len(stages) else []
+    )
+    _plot(
+        ch.run_progress(
+            history,
+            bounds,
+            stages["teacher"].tolist(),
+            ctx.colors,
+            title=f"Trial #{number}: AP during the proxy run",
+        ),
+        f"trial_progress_{number}",
+    )
+    if len(stages):
+        st.markdown("**Per-stage metrics**")
+        st.dataframe(
+            dd.stage_metrics(history, stages),
+            hide_index=True,
+            column_config={
+                k: st.column_config.NumberColumn(format="%.4f")
+                for k in ("ap_end", "ap50_end", "best_ap", "gain")
+            },
+        )
+    metrics = attrs.get("metrics") or run.metrics
+    if metrics:
+        with st.expander("Final metrics"):
+            st.json(metrics)
+    with st.expander("Log" + (f" ({run.run_dir})" if run.run_dir else ""), expanded=state == "FAIL"):
+        if run.log_tail:
+            st.code(run.log_tail, language="log")
+        elif run.log_tail == "":
+            st.caption("trial.log is empty.")
+        else:
+            st.caption(
+                "No trial.log for this trial"
+                + (f" in {run.run_dir}." if run.run_dir else " (no run folder recorded).")
+            )
+    with st.expander("Parameters and attributes"):
+        st.json({"params": data.trial_params.get(number, {}), "user_attrs": attrs}, expanded=False)
+    if cur:
+        _recipe_button(ctx, number, f"Download trial #{number}'s recipe (YAML)", key=f"dl_trial_{number}")
+
+
+def _curve_of(curves: pd.DataFrame, number: int) -> tuple[list[int], list[float]]:
+    g = curves[curves["number"] == number]
+    return g["step"].tolist(), g["value"].tolist()
+
+
+def settings_frame(cur: Mapping[str, Any]) -> pd.DataFrame:
+    """The method settings of a decoded curriculum as a two-column table."""
+    if not cur:
+        return pd.DataFrame({"setting": [], "value": []})
+
+    def f(v: Any) -> str:
+        if v is None:
+            return "off"
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    response = (
+        f"cls ×{f(cur.get('cls_weight'))}, box ×{f(cur.get('box_weight'))}, T {f(cur.get('temperature'))}"
+        if cur.get("response")
+        else "off"
+    )
+    feature = (
+        f"{cur.get('feature_loss')} ×{f(cur.get('feature_weight'))}" if cur.get("feature_loss") else "off"
+    )
+    decay = str(cur.get("decay", "–"))
+    if decay not in ("constant", "–"):
+        decay += f" → floor {f(cur.get('decay_floor'))}"
+    items = [
+        ("feature KD", feature),
+        ("response KD (gated)", response),
+        ("pseudo labels", f(cur.get("pseudo"))),
+        ("distillation decay", decay),
+        ("learning rate", f(cur.get("lr"))),
+        ("total iterations", f(cur.get("total_iterations"))),
+    ]
+    return pd.DataFrame(items, columns=["setting", "value"])
+
+
+def page_baselines(ctx: Context) -> None:
+    data = ctx.data
+    bases = data.baselines()
+    best = data.best_search()
+    ref = bases.get("student_only")
+    ref_ap = float(ref["value"]) if ref is not None and not math.isnan(float(ref["value"])) else None
+    rows: list[dict[str, Any]] = []
+    for name, r in bases.items():
+        rows.append(_compare_row(dd.BASELINE_LABELS.get(name, name), "baseline", r, ref_ap))
+    if best is not None:
+        rows.append(_compare_row(f"best search (#{int(best['number'])})", "search", best, ref_ap))
+    full = full_run(ctx.src)
+    full_ap = dd.to_float((full.metrics or {}).get("ap")) if full is not None else math.nan
+    if full is not None and not math.isnan(full_ap):
+        rows.append(
+            {
+                "label": "full run of the best",
+                "kind": "full",
+                "trial": None,
+                "state": full.state,
+                "value": full_ap,
+                "Δ vs student only": math.nan,
+                "description": "full-length training (not comparable to proxy AP)",
+            }
+        )
+    if not rows:
+        st.info("No baseline has run yet: the study enqueues them first.", icon="⏳")
+    else:
+        cc = st.column_config
+        table = pd.DataFrame(rows)
+        st.dataframe(
+            table[
+                [
+                    c
+                    for c in (
+                        "label",
+                        "trial",
+                        "state",
+                        "value",
+                        "Δ vs student only",
+                        "ap50",
+                        "proxy_cost",
+                        "wall_time_s",
+                        "description",
+                    )
+                    if c in table
+                ]
+            ],
+            hide_index=True,
+            column_config={
+                "label": cc.TextColumn("run"),
+                "trial": cc.NumberColumn("#", format="%d"),
+                "value": cc.NumberColumn("AP", format="%.4f"),
+                "Δ vs student only": cc.NumberColumn(format="%+.4f"),
+                "ap50": cc.NumberColumn("AP50", format="%.4f"),
+                "proxy_cost": cc.NumberColumn("proxy cost", format="compact"),
+                "wall_time_s": cc.NumberColumn("wall time (s)", format="%.0f"),
+            },
+        )
+        proxy_rows = [r for r in rows if r["kind"] != "full"]
+        _plot(ch.baseline_bars(proxy_rows, data.teacher_info, ref_ap), "baselines")
+        done_bases = {n: float(r["value"]) for n, r in bases.items() if not math.isnan(float(r["value"]))}
+        if best is not None and done_bases:
+            top = max(done_bases, key=lambda n: done_bases[n])
+            gap = float(best["value"]) - done_bases[top]
+            label = dd.BASELINE_LABELS.get(top, top)
+            if gap > 0:
+                st.success(
+                    f"The best searched curriculum beats the best baseline ({label}) by {_delta(gap)} AP (proxy).",
+                    icon="✅",
+                )
+            else:
+                st.warning(
+                    f"No searched curriculum beats the best baseline ({label}) yet: {_delta(gap)} AP.",
+                    icon="⚖️",
+                )
+    st.subheader("Full run of the best curriculum")
+    if full is None:
+        st.info(
+            "No full run yet. `python -m curriculum_search run` trains the best curriculum at full length "
+            f"when the search ends (or `python -m curriculum_search train --recipe {ctx.src.folder / 'best_recipe.yaml'}`).",
+            icon="🏁",
+        )
+        if (ctx.src.folder / "best_recipe.yaml").is_file():
+            st.caption(f"Exported recipe: `{ctx.src.folder / 'best_recipe.yaml'}`")
+        return
+    status = full.status or {}
+    state = full.state
+    icon = {"running": "⏳", "done": "✅", "failed": "💥", "interrupted": "⏸️"}.get(state, "ℹ️")
+    line = (
+        f"**{state}**"
+        + (f" · trial #{status['trial']}" if status.get("trial") is not None else "")
+        + (f" · updated {_when(status.get('updated'))}" if status.get("updated") else "")
+    )
+    if state in ("failed", "interrupted"):
+        st.error(f"{line}: {status.get('error') or 'see the run folder'}", icon=icon)
+    else:
+        st.markdown(f"{icon} {line}")
+    if full.metrics:
+        keys = [
+            k
+            for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
+            if isinstance(full.metrics.get(k), int | float)
+        ]
+        cols = st.columns(max(1, len(keys)))
+        for col, k in zip(cols, keys):
+            col.metric(k.upper().replace("_", " "), f"{full.metrics[k]:.4f}")
+    _plot(
+        ch.run_progress(
+            full.history, full.boundaries, full.stage_names, ctx.colors, title="Full run: AP during training"
+        ),
+        "full_progress",
+    )
+    if full.student_exists:
+        st.caption(f"Student weights: `{full.folder / 'student.pt'}`")
+
+
+def _delta(gap: float) -> str:
+    """An AP difference: 4 decimals, or 2 significant digits when smaller than 0.0001."""
+    return f"{gap:+.4f}" if gap == 0 or abs(gap) >= 1e-4 else f"{gap:+.2g}"
+
+
+def _when(stamp: Any) -> str:
+    """An ISO timestamp as local ``YYYY-MM-DD HH:MM:SS`` plus how long ago."""
+    try:
+        t = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return str(stamp)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    ago = (datetime.now(UTC) - t).total_seconds()
+    rel = (
+        f"{ago:.0f} s ago"
+        if ago < 120
+        else f"{ago / 60:.0f} min ago"
+        if ago < 7200
+        else f"{ago / 3600:.1f} h ago"
+    )
+    return f"{t.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({rel})"
+
+
+def _compare_row(label: str, kind: str, r: pd.Series, ref_ap: float | None) -> dict[str, Any]:
+    value = float(r.get("value", math.nan))
+    return {
+        "label": label,
+        "kind": kind,
+        "trial": int(r["number"]) if int(r.get("number", -1)) >= 0 else None,
+        "state": str(r.get("state", "")).lower(),
+        "value": value,
+        "Δ vs student only": value - ref_ap
+        if ref_ap is not None and label != dd.BASELINE_LABELS["student_only"]
+        else math.nan,
+        "ap50": r.get("ap50", math.nan),
+        "proxy_cost": r.get("proxy_cost", math.nan),
+        "wall_time_s": r.get("wall_time_s", math.nan),
+        "description": r.get("description", ""),
+    }
+
+
+RENDERERS = {
+    "Overview": page_overview,
+    "Curricula": page_curricula,
+    "Parameters": page_parameters,
+    "Trials": page_trials,
+    "Baselines & full run": page_baselines,
+}
