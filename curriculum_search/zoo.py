@@ -127,17 +127,7 @@ def build_zoo(
         out = ckpt.parent
         result = run_recipe(
             zoo_recipe(space, name),
-            RunOptions(
-                out_dir=out,
-                cache_root=studies_root / "_cache",
-                base_dir=studies_root,
-                source=source,
-                cache=cache or CacheConfig(enabled=False),
-                progress=progress,
-                device=device,
-                threads=threads,
-                keep_stage_checkpoints=False,
-            ),
+            _options(out, studies_root, cache, device, threads, progress, source),
         )
         os.replace(result.student_path, ckpt)
         sidecar = result.student_path.with_name(result.student_path.name + ".sha256")
@@ -186,17 +176,7 @@ def student_reference(
     log.info("zoo: training the student alone for %d iterations (reference)", iters)
     result = run_recipe(
         supervised_recipe(space, "student-alone", dataclasses.replace(z, spec=space.student)),
-        RunOptions(
-            out_dir=out,
-            cache_root=studies_root / "_cache",
-            base_dir=studies_root,
-            source=source,
-            cache=cache or CacheConfig(enabled=False),
-            progress=progress,
-            device=device,
-            threads=threads,
-            keep_stage_checkpoints=False,
-        ),
+        _options(out, studies_root, cache, device, threads, progress, source),
     )
     from curriculum_search.models import load_detector
 
@@ -217,6 +197,28 @@ def student_reference(
     )
     atomic_write_text(info_file, json.dumps(info.as_dict(), indent=2))
     return info
+
+
+def _options(
+    out: Path,
+    studies_root: Path,
+    cache: CacheConfig | None,
+    device: str | None,
+    threads: int | None,
+    progress: bool,
+    source: str | Path | None,
+) -> RunOptions:
+    return RunOptions(
+        out_dir=out,
+        cache_root=studies_root / "_cache",
+        base_dir=studies_root,
+        source=source,
+        cache=cache or CacheConfig(enabled=False),
+        progress=progress,
+        device=device,
+        threads=threads,
+        keep_stage_checkpoints=False,
+    )
 
 
 def describe_pool(

@@ -111,6 +111,19 @@ def _accepts_img_size(name: str) -> bool:
     return any(k in arch for k in ("swin", "vit", "deit", "beit", "eva", "maxvit", "coatnet", "twins", "pvt"))
 
 
+def timm_fpn_backbone(spec: Any, *, pretrained: bool, min_stride: int, extra: str) -> TimmFPNBackbone:
+    """The :class:`TimmFPNBackbone` a :class:`~curriculum_search.models.spec.DetectorSpec` asks for."""
+    return TimmFPNBackbone(
+        spec.backbone,
+        spec.fpn_channels,
+        min_stride=min_stride,
+        extra=extra,
+        pretrained=pretrained,
+        image_size=spec.image_size,
+        backbone_kwargs=spec.backbone_kwargs,
+    )
+
+
 def anchor_sizes(strides: list[int], scale: float, octaves: int = 1) -> tuple[tuple[int, ...], ...]:
     """Anchor sizes per level: ``scale * stride * 2**(k/octaves)`` for k < octaves."""
     return tuple(
@@ -136,4 +149,11 @@ def freeze_batchnorm_stats(module: nn.Module) -> None:
             m.eval()
 
 
-__all__ = ["TimmFPNBackbone", "anchor_sizes", "freeze_batchnorm_stats", "group_norm_layer", "level_sizes"]
+__all__ = [
+    "TimmFPNBackbone",
+    "anchor_sizes",
+    "freeze_batchnorm_stats",
+    "group_norm_layer",
+    "level_sizes",
+    "timm_fpn_backbone",
+]

@@ -52,7 +52,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
-            path, f"corrupt or unreadable checkpoint ({str(exc).splitlines()[0][:120]})"
+            path,
+            f"corrupt or unreadable checkpoint ({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})",
         ) from None
     except Exception as exc:  # pickle.UnpicklingError for disallowed globals, etc.
         raise CheckpointError(path, f"unsafe or unreadable checkpoint ({type(exc).__name__})") from None

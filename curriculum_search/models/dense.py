@@ -78,6 +78,11 @@ class DenseDetector(Detector):
         num_per_level: list[int],
         image_size: tuple[int, int],
     ) -> list[Detection]:
+        # column 0 of the sigmoid class head is background, never a class (labels are 1..C):
+        # an untrained head can score it highest, so it is masked before torchvision picks top-k.
+        logits = head["cls_logits"].clone()
+        logits[..., 0] = float("-inf")
+        head = {**head, "cls_logits": logits}
         split = {k: list(v.split(num_per_level, dim=1)) for k, v in head.items()}
         split_anchors = [list(a.split(num_per_level)) for a in anchors]
         sizes = [image_size] * len(anchors)

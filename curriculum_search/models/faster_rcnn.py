@@ -13,7 +13,7 @@ from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import MultiScaleRoIAlign
 
 from curriculum_search.models._registry import register_arch
-from curriculum_search.models.backbone import TimmFPNBackbone, anchor_sizes
+from curriculum_search.models.backbone import anchor_sizes, timm_fpn_backbone
 from curriculum_search.models.detector import Detector, DetOutput, RoiOutput, Target, check_targets
 from curriculum_search.models.spec import DetectorSpec
 
@@ -110,15 +110,7 @@ def build_faster_rcnn(spec: DetectorSpec, pretrained_backbone: bool = False) -> 
             weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common
         )
         return FasterRCNNDetector(spec, net, [4, 8, 16, 32, 64])
-    backbone = TimmFPNBackbone(
-        spec.backbone,
-        spec.fpn_channels,
-        min_stride=4,
-        extra="pool",
-        pretrained=pretrained_backbone,
-        image_size=spec.image_size,
-        backbone_kwargs=spec.backbone_kwargs,
-    )
+    backbone = timm_fpn_backbone(spec, pretrained=pretrained_backbone, min_stride=4, extra="pool")
     strides = backbone.strides
     names = [str(i) for i in range(len(strides) - 1)]
     anchor_gen = AnchorGenerator(anchor_sizes(strides, spec.anchor_scale), ((0.5, 1.0, 2.0),) * len(strides))

@@ -9,7 +9,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 
 from curriculum_search.models._registry import register_arch
-from curriculum_search.models.backbone import TimmFPNBackbone, group_norm_layer
+from curriculum_search.models.backbone import group_norm_layer, timm_fpn_backbone
 from curriculum_search.models.dense import DenseDetector
 from curriculum_search.models.spec import DetectorSpec
 
@@ -47,15 +47,7 @@ def build_fcos(spec: DetectorSpec, pretrained_backbone: bool = False) -> FCOSDet
             weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common
         )
         return FCOSDetector(spec, net, [8, 16, 32, 64, 128])
-    backbone = TimmFPNBackbone(
-        spec.backbone,
-        spec.fpn_channels,
-        min_stride=8,
-        extra="p6p7",
-        pretrained=pretrained_backbone,
-        image_size=spec.image_size,
-        backbone_kwargs=spec.backbone_kwargs,
-    )
+    backbone = timm_fpn_backbone(spec, pretrained=pretrained_backbone, min_stride=8, extra="p6p7")
     strides = backbone.strides
     # FCOS assigns GT to levels by size ranges [4s, 8s] of the "anchor" size, which must equal the stride.
     anchor_gen = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))

@@ -10,7 +10,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetHead
 
 from curriculum_search.models._registry import register_arch
-from curriculum_search.models.backbone import TimmFPNBackbone, anchor_sizes, group_norm_layer
+from curriculum_search.models.backbone import anchor_sizes, group_norm_layer, timm_fpn_backbone
 from curriculum_search.models.dense import DenseDetector
 from curriculum_search.models.spec import DetectorSpec
 
@@ -43,15 +43,7 @@ def build_retinanet(spec: DetectorSpec, pretrained_backbone: bool = False) -> Re
             weights=None, weights_backbone=None, num_classes=spec.num_classes + 1, **common
         )
         return RetinaNetDetector(spec, net, [8, 16, 32, 64, 128])
-    backbone = TimmFPNBackbone(
-        spec.backbone,
-        spec.fpn_channels,
-        min_stride=8,
-        extra="p6p7",
-        pretrained=pretrained_backbone,
-        image_size=spec.image_size,
-        backbone_kwargs=spec.backbone_kwargs,
-    )
+    backbone = timm_fpn_backbone(spec, pretrained=pretrained_backbone, min_stride=8, extra="p6p7")
     strides = backbone.strides
     anchor_gen = AnchorGenerator(
         anchor_sizes(strides, spec.anchor_scale, octaves=3), ((0.5, 1.0, 2.0),) * len(strides)
