@@ -89,7 +89,7 @@ def supervised_recipe(space: SearchSpace, name: str, z: ZooTrain) -> Recipe:
     )
     spec = z.spec.with_updates(image_size=space.data.image_size)
     return Recipe(
-        name=f"zoo-{name}",
+        name=name,
         student=spec,
         stages=(Stage(iterations=z.iterations),),
         data=space.data,
