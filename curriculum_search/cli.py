@@ -4,15 +4,27 @@ library function (tests call those directly)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from curriculum_search.errors import UserError
+from curriculum_search.errors import TrialFailure, UserError
 
 DEFAULT_SPACE = "space/default.yaml"
+
+#: OSErrors caused by the folder a command writes to, reported as one line (exit status 2).
+_FOLDER_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a file is in the way of a folder",
+    errno.EEXIST: "a file is in the way of a folder",
+}
 
 EPILOG = """\
 typical use:
@@ -294,6 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[key](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrialFailure as exc:  # non-finite loss, out of memory: caused by the recipe's settings
+        where = getattr(args, "recipe", None) or getattr(args, "space", None) or args.command
+        print(f"error: {where}: training stopped: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full, read-only or blocked studies/output folder
+        if exc.errno not in _FOLDER_ERRNOS:
+            raise
+        print(
+            f"error: {exc.filename}: {_FOLDER_ERRNOS[exc.errno]}; files saved before are intact, "
+            "fix this and re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

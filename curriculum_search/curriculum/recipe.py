@@ -230,6 +230,11 @@ class Recipe:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check(
+            self.name.strip(". ") != "" and not any(c in self.name for c in "/\\\0"),
+            "name",
+            f"must be a plain name, not a path (it names the run folder), got {self.name!r}",
+        )
         check(len(self.stages) >= 1, "stages", "needs at least one stage")
         for i, st in enumerate(self.stages):
             for t in st.teachers:

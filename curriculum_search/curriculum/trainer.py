@@ -43,6 +43,7 @@ from curriculum_search.engine.optim import build_optimizer, build_scheduler
 from curriculum_search.errors import CheckpointError, StudyError, TrialFailure
 from curriculum_search.models import (
     Detector,
+    DetectorSpec,
     build_detector,
     load_checkpoint,
     load_detector,
@@ -115,11 +116,22 @@ def load_teacher(ref: TeacherRef, name: str, base_dir: Path, source: str | Path 
         model, _ = load_detector(path)
     else:
         assert ref.spec is not None
-        model = build_detector(ref.spec, source=source)
+        model = build_detector(
+            _local_weights(ref.spec, base_dir, f"teachers.{name}.spec", source), source=source
+        )
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _local_weights(spec: DetectorSpec, base_dir: Path, field: str, source: str | Path | None) -> DetectorSpec:
+    """A checkpoint path in ``weights`` resolves like every recipe path (see ``resolve_path``)."""
+    w = spec.weights
+    if not w or w == "timm" or w.startswith("torchvision:"):
+        return spec
+    path = resolve_path(w, base_dir, source=source, field_name=f"{field}.weights")
+    return spec.with_updates(weights=str(path))
 
 
 class _Dist:
@@ -237,6 +249,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                 f"{len(data.class_names)} classes ({', '.join(data.class_names[:8])}...)"
             )
         spec = spec.with_updates(class_names=data.class_names)
+    spec = _local_weights(spec, options.base_dir, "student", options.source)
     student = build_detector(spec, source=options.source).to(device)
 
     state = _load_state(ckpt_dir / "last.pt", rhash) if options.resume else None
@@ -263,6 +276,8 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
     try:
         for k in range(stage_idx, len(recipe.stages)):
             stage = recipe.stages[k]
+            if state is not None and k == stage_idx and step_in_stage == 0:
+                set_rng_state(state["rng"])  # resumed at a stage start: the stage draws what it would have
             teachers = {n: _get_teacher(teacher_cache, recipe, n, options, device) for n in stage.teachers}
             for n in list(teacher_cache):  # free teachers no later stage needs
                 if all(n not in s.teachers for s in recipe.stages[k:]):

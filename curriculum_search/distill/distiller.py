@@ -116,6 +116,10 @@ class StageDistiller(nn.Module):
         if stage.pseudo is not None:
             for name in self.teacher_names:
                 self._label_maps[name] = class_mapping(teachers[name].class_names, student.class_names)
+                if not self._label_maps[name]:
+                    raise ConfigError(
+                        source, f"{where}.pseudo", f"teacher {name!r} shares no class name with the student"
+                    )
 
     # -- what the teachers must produce ------------------------------------------------------
     @property

@@ -36,7 +36,7 @@ from curriculum_search import __version__
 from curriculum_search.curriculum.recipe import Recipe, recipe_to_dict, save_recipe
 from curriculum_search.curriculum.trainer import RunOptions, RunResult, recipe_hash, run_recipe
 from curriculum_search.distill.cache import CacheConfig
-from curriculum_search.errors import StudyError
+from curriculum_search.errors import ConfigError, StudyError
 from curriculum_search.search.baselines import (
     STUDENT_ONLY,
     baseline_choices,
@@ -139,6 +139,11 @@ def open_study(
             f"{spec.display}: study {name!r} minimises its objective; this tool maximises AP (use another --name)"
         )
     attrs = study.user_attrs
+    for tname, entry in space.teachers.items():  # a moved teacher file is not "a changed pool"
+        if entry.checkpoint is not None and not Path(entry.checkpoint).is_file():
+            raise ConfigError(
+                opts.space_file, f"teachers.{tname}.checkpoint", f"{entry.checkpoint}: checkpoint not found"
+            )
     phash = pool_hash(space)
     if "pool_hash" not in attrs:
         study.set_user_attr("pool_hash", phash)
@@ -169,19 +174,21 @@ def _seeds(space: SearchSpace, opts: SearchOptions, n: int) -> list[int]:
 def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int:
     """Fail and re-queue trials left RUNNING by a killed coordinator (local storages only)."""
     n = 0
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number not in retried:  # retry first: killed before the FAIL below, it is not doubled
+            attrs = {
+                k: v
+                for k, v in t.user_attrs.items()
+                if k in ("baseline", "curriculum", "curriculum_key", "description")
+            }
+            attrs["retry_of"] = t.number
+            study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
         study._storage.set_trial_user_attr(
             t._trial_id, "failure_reason", "interrupted: the process running it stopped"
         )
         study._storage.set_trial_user_attr(t._trial_id, "requeued", True)
         study.tell(t.number, state=TrialState.FAIL)
-        attrs = {
-            k: v
-            for k, v in t.user_attrs.items()
-            if k in ("baseline", "curriculum", "curriculum_key", "description")
-        }
-        attrs["retry_of"] = t.number
-        study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
         n += 1
     if n:
         echo(f"re-queued {n} interrupted trial(s); they resume from their last checkpoint")
@@ -213,7 +220,10 @@ def enqueue_baselines(space: SearchSpace, study: optuna.Study, opts: SearchOptio
     except Exception as exc:  # the heuristic is a warm start, never a blocker
         log.warning("adaptation-cost heuristic failed (%s); skipping that baseline", exc)
     baselines = baseline_choices(space, ap, order)
+    have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
     for name, params in baselines.items():
+        if name in have:  # enqueued by a start that was killed before the end of this loop
+            continue
         if params is None:  # student-only: carry a full parameter set (see baselines.py)
             params = student_only_params(space, ap)
         study.enqueue_trial(params, user_attrs={"baseline": name})

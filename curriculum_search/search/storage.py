@@ -110,7 +110,8 @@ def open_readonly(spec: StorageSpec) -> BaseStorage:
     if spec.sqlite_path is not None:
         if not spec.sqlite_path.is_file():
             raise StudyError(f"{spec.sqlite_path}: no study database here")
-        url = f"sqlite:///file:{spec.sqlite_path.resolve()}?mode=ro&uri=true"
+        # plain mode=ro (never immutable): CLI readers may run while a writer starts
+        url = readonly_sqlite_url(spec.sqlite_path, allow_immutable=False)
         return RDBStorage(
             url,
             skip_compatibility_check=True,
@@ -124,7 +125,7 @@ def open_readonly(spec: StorageSpec) -> BaseStorage:
     return RDBStorage(spec.url, skip_compatibility_check=True, skip_table_creation=True)
 
 
-def readonly_sqlite_url(path: Path) -> str:
+def readonly_sqlite_url(path: Path, *, allow_immutable: bool = True) -> str:
     """A SQLAlchemy URL that opens an SQLite study read-only without creating any file.
 
     ``mode=ro`` never writes the database. In WAL mode a reader also needs the ``-wal`` and
@@ -137,7 +138,8 @@ def readonly_sqlite_url(path: Path) -> str:
     """
     resolved = path.resolve()
     wal = resolved.with_name(resolved.name + "-wal")
-    extra = "&immutable=1" if _is_wal_database(resolved) and not wal.exists() else ""
+    immutable = allow_immutable and _is_wal_database(resolved) and not wal.exists()
+    extra = "&immutable=1" if immutable else ""
     encoded = quote(quote(str(resolved), safe="/"), safe="/")
     return f"sqlite:///file:{encoded}?mode=ro{extra}&uri=true"
 

@@ -1,0 +1,810 @@
+"""Soak test: run a tiny study end to end while SIGKILLing it at random moments, then check that
+nothing was lost.
+
+    python benchmarks/soak.py [--kills 20] [--seconds 900] [--seed 0] [--workdir DIR] [--keep]
+    python benchmarks/soak.py --short          # 5 kills, about 3 minutes (run by tests/test_soak.py)
+
+The job is the real command, ``python -m curriculum_search run`` (zoo build, search with a trial
+process per trial, full run of the best curriculum, export), started in its own session with one
+CPU thread at low priority. Each kill comes only after the job made durable progress since it
+(re)started (a checkpoint, a trial result or a teacher's ``info.json`` written), so the job always
+advances; then the soak, depending on the kill planned:
+
+* ``group``  — SIGKILL of the whole process group (coordinator and trial process) at a random moment;
+* ``write``  — the group is frozen (SIGSTOP) at random moments until it is caught while a checkpoint
+  (``*.pt``) is being written, i.e. while its temporary file exists, and killed right there;
+* ``worker`` — SIGKILL of the trial process only (what the kernel's OOM killer does); the
+  coordinator survives and must record that trial as FAILED and go on.
+
+The last ``max(2, kills // 5)`` kills wait for the full-length run of the best curriculum. After a
+group kill the job is restarted with the same command (it resumes). After the last kill it runs to
+the end, and these invariants are checked (each printed as PASS/FAIL; exit status 1 if any fails):
+
+* ``job_finished``: the last run exited 0 and the full run wrote its metrics;
+* ``no_trial_running``: no trial is left RUNNING;
+* ``finished_trials_intact``: every trial seen finished after a kill is still there, unchanged
+  (state, value, parameters, intermediate values, attributes);
+* ``no_trial_counted_twice``: exactly ``trials`` finished trials count (re-queued ones excluded), each
+  re-queued trial has exactly one retry, no curriculum was completed twice without reuse;
+* ``killed_workers_failed``: every trial whose process was killed alone ended FAILED (or, when the
+  process was killed after it had written its result, finished with that result);
+* ``checkpoints_loadable``: every ``*.pt`` of the study and the zoo loads (sha256 verified when its
+  sidecar exists) and every teacher-cache entry decodes;
+* ``full_run_same_recipe``: ``full/recipe.yaml``, ``best_recipe.yaml``, the full run's metrics and
+  the best trial's curriculum all have the same recipe hash; no ``full-previous-*`` folder appeared;
+* ``full_run_matches_uninterrupted``: the best recipe trained again without interruption gives the
+  same AP and weights as the killed-and-resumed full run;
+* ``kills_done``: at least ``--kills`` kills, with every mode and at least one during the full run.
+
+Writes ``WORKDIR/soak_report.json`` (``--workdir`` defaults to ``benchmarks/out/soak``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CLASSES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
+STUDY = "soak"
+MODES = ("group", "write", "worker")
+#: Files whose (re)writing means the job made progress that a restart keeps.
+PROGRESS_NAMES = ("result.json", "info.json", "metrics.json")
+
+
+# -- the study -------------------------------------------------------------------------------------
+def make_space(short: bool) -> dict[str, Any]:
+    """A tiny search space on 64 px synthetic shapes: two zoo teachers, FCOS MobileNetV3 student."""
+
+    def teacher(fpn: int) -> dict[str, Any]:
+        spec = {
+            "arch": "fcos",
+            "backbone": "resnet10t",
+            "num_classes": 6,
+            "class_names": CLASSES,
+            "fpn_channels": fpn,
+            "image_size": 64,
+            "head_convs": 1,
+        }
+        return {"zoo": {"spec": spec, "iterations": 8, "batch_size": 4}}
+
+    return {
+        "name": STUDY,
+        "seed": 0,
+        "data": {
+            "kind": "synthetic",
+            "synthetic": {"num_train": 24, "num_val": 8, "image_size": 64, "seed": 2},
+            "image_size": 64,
+        },
+        "student": {
+            "arch": "fcos",
+            "backbone": "mobilenetv3_small_050",
+            "num_classes": 6,
+            "class_names": CLASSES,
+            "fpn_channels": 16,
+            "image_size": 64,
+            "head_convs": 1,
+        },
+        "teachers": {"a": teacher(16), "b": teacher(32)},
+        "proxy": {"iterations": 12 if short else 16, "train_subset": 16, "val_subset": 8, "eval_every": 6},
+        "full": {"iterations": 24 if short else 48},
+        "search": {"n_stages": [1, 2], "feature_losses": ["mgd", "mse"], "pseudo": [False]},
+        "pruner": {"name": "none"},
+        "trials": 4 if short else 10,
+        "train": {"batch_size": 4, "checkpoint_every": 2, "warmup_iterations": 1, "threads": 1},
+    }
+
+
+@dataclass
+class Config:
+    """What the soak does (see the module docstring)."""
+
+    kills: int
+    seconds: float
+    seed: int
+    workdir: Path
+    short: bool
+    extra_delay_s: float
+    probe_timeout_s: float
+
+    @property
+    def studies(self) -> Path:
+        return self.workdir / "studies"
+
+    @property
+    def study_dir(self) -> Path:
+        return self.studies / STUDY
+
+    @property
+    def space_file(self) -> Path:
+        return self.workdir / "space.yaml"
+
+
+@dataclass
+class Kill:
+    """One kill: when, in which phase, how, and what it hit."""
+
+    number: int
+    t: float
+    phase: str
+    mode: str
+    detail: str
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    kills: list[Kill] = field(default_factory=list)
+    restarts: int = 0
+    checks: list[Check] = field(default_factory=list)
+    wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+
+# -- processes -------------------------------------------------------------------------------------
+def start_job(cfg: Config, log: Any) -> subprocess.Popen[bytes]:
+    """``python -m curriculum_search run`` in a new session (its pid is the process group id)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "curriculum_search",
+        "run",
+        "--space",
+        str(cfg.space_file),
+        "--studies-dir",
+        str(cfg.studies),
+        "--threads",
+        "1",
+        "-q",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    log.write(f"\n=== start {time.strftime('%H:%M:%S')} ===\n".encode())
+    log.flush()
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: os.nice(10),
+    )
+
+
+def children(pid: int) -> list[int]:
+    """Child pids of ``pid`` (``/proc/PID/task/PID/children``, else a scan of ``/proc``)."""
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def trial_worker(pid: int) -> tuple[int, int, Path] | None:
+    """``(pid, trial number, run folder)`` of the coordinator's running trial process, if any."""
+    for child in children(pid):
+        args = cmdline(child)
+        if any("trial_worker" in a for a in args):
+            job = Path(args[-2] if not args[-1] else args[-1])  # <run folder>/job-<N>.json
+            try:
+                return child, int(job.name.removeprefix("job-").removesuffix(".json")), job.parent
+            except ValueError:
+                return child, -1, job.parent
+    return None
+
+
+def wait_stopped(pids: list[int], timeout: float = 0.5) -> None:
+    """Wait until every pid is in state ``T`` (stopped) or gone: SIGSTOP is not synchronous."""
+    end = time.time() + timeout
+    pending = list(pids)
+    while pending and time.time() < end:
+        still = []
+        for pid in pending:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("T", "t", "Z", "X"):
+                still.append(pid)
+        pending = still
+        if pending:
+            time.sleep(0.001)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+# -- what is on disk -----------------------------------------------------------------------------------
+def phase(cfg: Config, proc: subprocess.Popen[bytes] | None) -> str:
+    """``full`` (full run started), ``trial`` (a trial process runs), ``setup`` (zoo, baselines, between)."""
+    status = cfg.study_dir / "full" / "status.json"
+    if status.is_file():
+        return "full"
+    if proc is not None and proc.poll() is None and trial_worker(proc.pid) is not None:
+        return "trial"
+    return "setup"
+
+
+def _walk(roots: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for root in roots:
+        if root.is_dir():
+            for dirpath, _dirs, files in os.walk(root):
+                out.extend(Path(dirpath) / f for f in files)
+    return out
+
+
+def progress_since(roots: list[Path], t: float) -> bool:
+    """Whether a checkpoint / result / info / metrics file under ``roots`` was written after ``t``."""
+    for p in _walk(roots):
+        if p.name.startswith("."):
+            continue
+        if p.suffix == ".pt" or p.name in PROGRESS_NAMES:
+            try:
+                if p.stat().st_mtime > t:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def checkpoint_temps(roots: list[Path]) -> set[str]:
+    """Temporary files of checkpoint writes in progress (or left by a killed write)."""
+    return {
+        str(p)
+        for p in _walk(roots)
+        if p.name.startswith(".") and ".pt." in p.name and p.name.endswith(".tmp")
+    }
+
+
+def roots_for(cfg: Config, full: bool) -> list[Path]:
+    return [cfg.study_dir / "full"] if full else [cfg.study_dir, cfg.studies / "_zoo"]
+
+
+# -- reading the study ---------------------------------------------------------------------------------
+def read_trials(cfg: Config) -> list[Any]:
+    """All trials, read through the read-only path (never writes the study)."""
+    import optuna
+
+    from curriculum_search.search.storage import open_readonly, storage_spec
+
+    storage = open_readonly(storage_spec(cfg.studies, STUDY, None))
+    try:
+        return optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=True)
+    finally:
+        storage.engine.dispose()  # type: ignore[attr-defined]
+
+
+def fingerprint(t: Any) -> str:
+    """Everything that must never change once a trial is finished."""
+    keep = ("curriculum_key", "baseline", "failure_reason", "requeued", "retry_of", "reused_from", "metrics")
+    return json.dumps(
+        {
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+            "attrs": {k: t.user_attrs.get(k) for k in keep},
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def snapshot(cfg: Config, seen: dict[int, str], violations: list[str]) -> None:
+    """Record finished trials; any trial that changed since it was last seen is a violation."""
+    if not (cfg.study_dir / "study.db").is_file():
+        return
+    try:
+        trials = read_trials(cfg)
+    except Exception as exc:  # study not created yet
+        if "no study" not in str(exc).lower() and not isinstance(exc, KeyError):
+            violations.append(f"cannot read the study: {type(exc).__name__}: {exc}")
+        return
+    for t in trials:
+        if t.state.name in ("COMPLETE", "PRUNED", "FAIL"):
+            fp = fingerprint(t)
+            if t.number in seen and seen[t.number] != fp:
+                violations.append(f"trial #{t.number} changed after it finished: {seen[t.number]} -> {fp}")
+            seen[t.number] = fp
+    present = {t.number for t in trials}
+    for n in seen:
+        if n not in present:
+            violations.append(f"finished trial #{n} disappeared")
+
+
+# -- the kill loop ------------------------------------------------------------------------------------------
+def plan(cfg: Config, rng: random.Random) -> list[str]:
+    """Modes of the kills in order; the last ``full_quota`` are during the full run (never ``worker``)."""
+    full_quota = max(2, cfg.kills // 5)
+    n_search = max(0, cfg.kills - full_quota)
+    base = list(MODES) * (n_search // len(MODES) + 1)
+    search = base[:n_search]
+    rng.shuffle(search)
+    full = [("write", "group")[i % 2] for i in range(cfg.kills - n_search)]
+    return search + full
+
+
+def wait_until(
+    cond: Callable[[], bool], proc: subprocess.Popen[bytes], deadline: float, poll: float = 0.2
+) -> bool:
+    """Poll ``cond`` until true (True), or until the job exits or the deadline passes (False)."""
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            return False
+        if cond():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def probe_write_kill(
+    proc: subprocess.Popen[bytes], roots: list[Path], stale: set[str], rng: random.Random, timeout: float
+) -> str | None:
+    """Freeze the job at random moments until one catches a checkpoint write; kill it there.
+
+    Returns the temporary file(s) caught, or None when no write was caught within ``timeout``
+    (the job is left running).
+    """
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        time.sleep(rng.uniform(0.002, 0.02))
+        pids = [proc.pid, *children(proc.pid)]
+        try:
+            os.killpg(proc.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return None
+        killed = False
+        try:
+            wait_stopped(pids)
+            fresh = checkpoint_temps(roots) - stale
+            if fresh:
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
+                proc.wait()
+                return ", ".join(sorted(Path(f).name for f in fresh))
+        finally:
+            if not killed:
+                os.killpg(proc.pid, signal.SIGCONT)
+    return None
+
+
+def _say(kill: Kill, total: int) -> None:
+    print(
+        f"kill {kill.number:>2}/{total} at {kill.t:6.1f}s  {kill.phase:<6} {kill.mode:<6} {kill.detail}",
+        flush=True,
+    )
+
+
+def run_soak(cfg: Config) -> Report:
+    """Run the job under kills, then check the invariants."""
+    rng = random.Random(cfg.seed)
+    t0 = time.time()
+    deadline = t0 + cfg.seconds
+    report = Report(config={k: str(v) for k, v in asdict(cfg).items()})
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    cfg.space_file.write_text(yaml.safe_dump(make_space(cfg.short), sort_keys=False))
+    modes = plan(cfg, rng)
+    full_start = len(modes) - max(2, cfg.kills // 5)
+    seen: dict[int, str] = {}
+    violations: list[str] = []
+    worker_kills: list[tuple[int, bool]] = []
+    stale: set[str] = set()
+    log = open(cfg.workdir / "job.log", "ab")  # noqa: SIM115 - closed below
+    proc: subprocess.Popen[bytes] | None = None
+    since = time.time()
+    try:
+        while len(report.kills) < len(modes) and time.time() < deadline:
+            if proc is None or proc.poll() is not None:
+                if proc is not None and proc.returncode >= 0:  # exited by itself
+                    report.notes.append(
+                        f"the job exited with status {proc.returncode} before kill {len(report.kills) + 1}"
+                    )
+                    break
+                if proc is not None:
+                    report.restarts += 1
+                proc = start_job(cfg, log)
+                since = time.time()
+            k = len(report.kills)
+            mode = modes[k]
+            full = k >= full_start
+            roots = roots_for(cfg, full)
+
+            def ready(full: bool = full, roots: list[Path] = roots, since: float = since) -> bool:
+                return (not full or phase(cfg, None) == "full") and progress_since(roots, since)
+
+            if not wait_until(ready, proc, deadline):
+                continue
+            where = phase(cfg, proc)
+            if mode == "worker":
+                job = proc
+
+                def worker_or_full(job: subprocess.Popen[bytes] = job) -> bool:
+                    return trial_worker(job.pid) is not None or phase(cfg, None) == "full"
+
+                if not wait_until(worker_or_full, proc, deadline, poll=0.1):
+                    continue
+                if phase(cfg, None) == "full":  # the search ended first: no trial process to kill
+                    modes[k] = mode = "group"
+            if mode == "worker":
+                time.sleep(rng.uniform(0, cfg.extra_delay_s))
+                found = trial_worker(proc.pid)
+                if found is None or proc.poll() is not None:
+                    continue
+                pid, number, run_dir = found
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                # the coordinator deletes result.json before it starts a trial process: if it is
+                # there, this process had finished its work and was exiting (its result counts)
+                wrote = (run_dir / "result.json").is_file()
+                worker_kills.append((number, wrote))
+                what = f"trial #{number}" + (" (after it wrote its result)" if wrote else "")
+                report.kills.append(Kill(k + 1, round(time.time() - t0, 1), "trial", "worker", what))
+                _say(report.kills[-1], len(modes))
+                since = time.time()
+                continue
+            if mode == "write":
+                stale |= checkpoint_temps(roots)
+                caught = probe_write_kill(proc, roots, stale, rng, cfg.probe_timeout_s)
+                if caught is None:
+                    if proc.poll() is not None:
+                        continue
+                    kill_group(proc)
+                    detail = "no checkpoint write caught in time: killed anyway"
+                else:
+                    detail = f"during the write of {caught}"
+                stale |= checkpoint_temps(roots_for(cfg, False))
+            else:
+                time.sleep(rng.uniform(0, cfg.extra_delay_s))
+                if proc.poll() is not None:
+                    continue
+                kill_group(proc)
+                detail = "random moment"
+            report.kills.append(
+                Kill(k + 1, round(time.time() - t0, 1), "full" if full else where, mode, detail)
+            )
+            _say(report.kills[-1], len(modes))
+            snapshot(cfg, seen, violations)
+        # let it finish (restart if the last kill stopped it)
+        finish_by = max(deadline, time.time()) + (240 if cfg.short else 600)
+        while True:
+            if proc is None or (proc.poll() is not None and proc.returncode < 0):
+                proc = start_job(cfg, log)
+                report.restarts += 1
+            try:
+                proc.wait(timeout=max(1.0, finish_by - time.time()))
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                report.notes.append("the job did not finish in time after the kills")
+                break
+            if proc.returncode >= 0:
+                break
+    finally:
+        if proc is not None and proc.poll() is None:
+            kill_group(proc)
+        log.close()
+    snapshot(cfg, seen, violations)
+    report.checks = check_invariants(cfg, proc, seen, violations, worker_kills, report)
+    report.wall_s = round(time.time() - t0, 1)
+    return report
+
+
+# -- invariants ------------------------------------------------------------------------------------------------
+def check_invariants(
+    cfg: Config,
+    proc: subprocess.Popen[bytes] | None,
+    seen: dict[int, str],
+    violations: list[str],
+    worker_kills: list[tuple[int, bool]],
+    report: Report,
+) -> list[Check]:
+    """Check every invariant of the module docstring on the finished study."""
+    checks: list[Check] = []
+    metrics_path = cfg.study_dir / "full" / "metrics.json"
+    rc = proc.returncode if proc is not None else None
+    checks.append(
+        Check(
+            "job_finished",
+            rc == 0 and metrics_path.is_file(),
+            f"last exit status {rc}, full metrics {metrics_path.is_file()}",
+        )
+    )
+    try:
+        trials = read_trials(cfg)
+    except Exception as exc:
+        checks.append(Check("study_readable", False, f"{type(exc).__name__}: {exc}"))
+        return checks
+    running = [t.number for t in trials if t.state.name == "RUNNING"]
+    waiting = [t.number for t in trials if t.state.name == "WAITING"]
+    checks.append(
+        Check(
+            "no_trial_running", not running, f"running {running}; waiting (queued, never started) {waiting}"
+        )
+    )
+    checks.append(
+        Check(
+            "finished_trials_intact",
+            not violations,
+            "; ".join(violations[:5])
+            or f"{len(seen)} finished trials seen after kills, all unchanged at the end",
+        )
+    )
+    checks.append(counted_once(cfg, trials))
+    by_number = {t.number: t for t in trials}
+    states = {n: by_number[n].state.name if n in by_number else "missing" for n, _ in worker_kills}
+    bad = [
+        n
+        for n, wrote in worker_kills
+        if states[n] != "FAIL" and not (wrote and states[n] in ("COMPLETE", "PRUNED"))
+    ]
+    reasons = sorted(
+        {
+            str(by_number[n].user_attrs.get("failure_reason", ""))[:45]
+            for n, _ in worker_kills
+            if n in by_number
+        }
+        - {""}
+    )
+    checks.append(
+        Check(
+            "killed_workers_failed",
+            not bad,
+            f"trial: end state {states} ({'; '.join(reasons)}); wrong: {bad}",
+        )
+    )
+    checks.append(checkpoints_loadable(cfg))
+    checks.extend(full_run_checks(cfg, trials))
+    modes = {k.mode for k in report.kills}
+    caught = sum(1 for k in report.kills if k.mode == "write" and k.detail.startswith("during"))
+    in_full = sum(1 for k in report.kills if k.phase == "full")
+    checks.append(
+        Check(
+            "kills_done",
+            len(report.kills) >= cfg.kills and set(MODES) <= modes and caught >= 1 and in_full >= 1,
+            f"{len(report.kills)} kills (wanted {cfg.kills}): "
+            + ", ".join(f"{m} {sum(1 for k in report.kills if k.mode == m)}" for m in MODES)
+            + f"; {caught} during a checkpoint write, {in_full} during the full run, {report.restarts} restarts",
+        )
+    )
+    return checks
+
+
+def counted_once(cfg: Config, trials: list[Any]) -> Check:
+    finished = [
+        t
+        for t in trials
+        if t.state.name in ("COMPLETE", "PRUNED", "FAIL") and not t.user_attrs.get("requeued")
+    ]
+    target = int(make_space(cfg.short)["trials"])
+    problems = []
+    if len(finished) != target:
+        problems.append(f"{len(finished)} finished trials count, expected exactly {target}")
+    requeued = [t for t in trials if t.user_attrs.get("requeued")]
+    for t in requeued:
+        retries = [r.number for r in trials if r.user_attrs.get("retry_of") == t.number]
+        if len(retries) != 1:
+            problems.append(f"re-queued trial #{t.number} has {len(retries)} retries {retries}")
+    keys: dict[str, int] = {}
+    for t in trials:
+        if t.state.name == "COMPLETE" and "reused_from" not in t.user_attrs:
+            key = t.user_attrs.get("curriculum_key")
+            if key in keys:
+                problems.append(
+                    f"curriculum {key} trained to completion twice (#{keys[key]} and #{t.number})"
+                )
+            keys[str(key)] = t.number
+    detail = "; ".join(problems) or (
+        f"{len(finished)} finished = target; {len(requeued)} re-queued trial(s), one retry each; "
+        f"{len(keys)} distinct completed curricula"
+    )
+    return Check("no_trial_counted_twice", not problems, detail)
+
+
+def checkpoints_loadable(cfg: Config) -> Check:
+    import torch
+
+    from curriculum_search.distill.cache import decode_entry
+    from curriculum_search.errors import CheckpointError
+    from curriculum_search.models import load_checkpoint
+
+    files = [
+        p
+        for p in _walk([cfg.study_dir, cfg.studies / "_zoo"])
+        if p.suffix == ".pt" and not p.name.startswith(".")
+    ]
+    bad, no_sidecar = [], 0
+    for p in files:
+        try:
+            load_checkpoint(p)
+        except CheckpointError as exc:
+            bad.append(str(exc))
+        if not p.with_name(p.name + ".sha256").is_file():
+            no_sidecar += 1
+    entries = [
+        p
+        for p in _walk([cfg.studies / "_cache" / "teachers"])
+        if p.suffix == ".pt" and not p.name.startswith(".")
+    ]
+    for p in entries:
+        try:
+            ok = decode_entry(torch.load(p, map_location="cpu", weights_only=True)) is not None
+        except Exception:
+            ok = False
+        if not ok:
+            bad.append(f"{p}: teacher-cache entry does not decode")
+    temps = checkpoint_temps([cfg.studies])
+    detail = (
+        f"{len(files)} checkpoints ({no_sidecar} without a .sha256 sidecar), {len(entries)} cache entries; "
+        f"{len(temps)} temporary file(s) left by killed writes"
+    )
+    return Check("checkpoints_loadable", not bad, "; ".join(bad[:5]) or detail)
+
+
+def full_run_checks(cfg: Config, trials: list[Any]) -> list[Check]:
+    from curriculum_search.curriculum.recipe import load_recipe
+    from curriculum_search.curriculum.trainer import RunOptions, recipe_hash, run_recipe
+    from curriculum_search.distill.cache import CacheConfig
+    from curriculum_search.models import load_checkpoint
+    from curriculum_search.search.service import best_trial, space_of, trial_recipe
+    from curriculum_search.search.storage import load_study_readonly, storage_spec
+
+    full = cfg.study_dir / "full"
+    try:
+        study = load_study_readonly(storage_spec(cfg.studies, STUDY, None), STUDY)
+        best = best_trial(study)
+        assert best is not None, "no completed trial"
+        expected = recipe_hash(trial_recipe(space_of(study), study, best, cfg.studies))
+        hashes = {
+            "best trial": expected,
+            "full/recipe.yaml": recipe_hash(load_recipe(full / "recipe.yaml")),
+            "best_recipe.yaml": recipe_hash(load_recipe(cfg.study_dir / "best_recipe.yaml")),
+            "full/metrics.json": json.loads((full / "metrics.json").read_text())["recipe_hash"],
+        }
+        status = json.loads((full / "status.json").read_text())
+    except Exception as exc:
+        return [Check("full_run_same_recipe", False, f"{type(exc).__name__}: {exc}")]
+    previous = sorted(p.name for p in cfg.study_dir.glob("full-previous-*"))
+    same = len(set(hashes.values())) == 1 and not previous and status.get("state") == "done"
+    checks = [
+        Check(
+            "full_run_same_recipe",
+            same,
+            f"recipe hash {expected} everywhere (trial #{best.number}), status {status.get('state')}"
+            if same
+            else f"hashes {hashes}, previous full runs {previous}, status {status}",
+        )
+    ]
+    ref_dir = cfg.workdir / "reference"
+    shutil.rmtree(ref_dir, ignore_errors=True)
+    recipe = load_recipe(full / "recipe.yaml")
+    ref = run_recipe(
+        recipe,
+        RunOptions(
+            out_dir=ref_dir,
+            cache_root=cfg.studies / "_cache",
+            base_dir=cfg.studies,
+            source=cfg.space_file,
+            cache=CacheConfig(root=cfg.studies / "_cache" / "teachers"),
+            progress=False,
+            threads=1,
+        ),
+    )
+    got = json.loads((full / "metrics.json").read_text())
+    a = load_checkpoint(full / "student.pt")["state_dict"]
+    b = load_checkpoint(ref.student_path)["state_dict"]
+    max_diff = max(float((a[k].float() - b[k].float()).abs().max()) if a[k].numel() else 0.0 for k in a)
+    equal = abs(got["ap"] - ref.metrics.ap) <= 1e-9 and max_diff <= 1e-5
+    checks.append(
+        Check(
+            "full_run_matches_uninterrupted",
+            equal,
+            f"AP resumed {got['ap']:.6f} vs uninterrupted {ref.metrics.ap:.6f}; max weight difference {max_diff:.2e}",
+        )
+    )
+    return checks
+
+
+# -- command line ---------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--kills", type=int, default=None, help="kills to do (default 20; --short: 5)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="time budget of the kill phase; the job then runs to its end (default 900; --short: 150)",
+    )
+    p.add_argument("--short", action="store_true", help="CI version: 5 kills, 4 trials, about 3 minutes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (default 0)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT / "benchmarks" / "out" / "soak",
+        help="folder for the study, the job log and soak_report.json (emptied first; default benchmarks/out/soak)",
+    )
+    a = p.parse_args(argv)
+    kills = a.kills if a.kills is not None else (5 if a.short else 20)
+    if kills < 3:
+        p.error("--kills must be >= 3 (one per mode)")
+    return Config(
+        kills=kills,
+        seconds=a.seconds if a.seconds is not None else (150.0 if a.short else 900.0),
+        seed=a.seed,
+        workdir=a.workdir,
+        short=a.short,
+        extra_delay_s=1.5 if a.short else 4.0,
+        probe_timeout_s=20.0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    if cfg.workdir.exists():
+        shutil.rmtree(cfg.workdir)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    print(f"soak: {cfg.kills} kills within {cfg.seconds:.0f}s, study in {cfg.study_dir}", flush=True)
+    report = run_soak(cfg)
+    print(f"\ninvariants after {len(report.kills)} kills, {report.restarts} restarts, {report.wall_s:.0f}s:")
+    for c in report.checks:
+        print(f"  {'PASS' if c.ok else 'FAIL'}  {c.name:<32} {c.detail}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    out = cfg.workdir / "soak_report.json"
+    out.write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2, default=str))
+    print(f"report: {out}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
