@@ -144,7 +144,7 @@ def test_pretrained_weight_names_are_validated_before_any_download():
     spec = DetectorSpec(arch="fcos", backbone="torchvision", num_classes=90, weights="torchvision:NOPE")
     with pytest.raises(ConfigError, match="weights: unknown torchvision weights 'NOPE' \\(known: COCO_V1"):
         build_detector(spec)
-    with pytest.raises(ConfigError, match="num_classes: .* predicts 90 classes"):
+    with pytest.raises(ConfigError, match=r"num_classes: .* predicts 90 classes"):
         build_detector(
             DetectorSpec(arch="fcos", backbone="torchvision", num_classes=6, weights="torchvision:DEFAULT")
         )
