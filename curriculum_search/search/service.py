@@ -276,7 +276,9 @@ def run_search(space: SearchSpace, opts: SearchOptions, *, enqueue: bool = True)
     name = study_name(space, opts)
     spec = storage_spec(opts.studies_root, name, opts.storage)
     local = not spec.is_server
-    lock = coordinator_lock(spec.study_dir) if local and spec.journal_path is None else _nullcontext()
+    lock = (
+        coordinator_lock(spec.study_dir) if local and spec.journal_path is None else contextlib.nullcontext()
+    )
     with lock:
         study = open_study(space, opts, spec)
         _ensure_zoo(space, opts)
@@ -314,14 +316,6 @@ def _ensure_zoo(space: SearchSpace, opts: SearchOptions) -> None:
             progress=opts.progress,
             source=opts.space_file,
         )
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _coordinate(

@@ -24,7 +24,7 @@ from curriculum_search.curriculum.trainer import RunOptions, run_recipe
 from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.engine.evaluate import EvalResult
 from curriculum_search.errors import TrialFailure, UserError
-from curriculum_search.search.space import space_from_dict
+from curriculum_search.search.space import make_pruner, space_from_dict
 from curriculum_search.search.storage import StorageSpec, open_storage
 from curriculum_search.utils.config import from_dict
 from curriculum_search.utils.io import atomic_write_text
@@ -38,19 +38,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(job["run_dir"])
     recipe = from_dict(Recipe, job["recipe"])
     space = space_from_dict(job["space"])
-    from curriculum_search.search.space import make_pruner
 
-    storage = open_storage(
-        StorageSpec(
-            **{
-                **job["storage"],
-                "study_dir": Path(job["storage"]["study_dir"]),
-                "sqlite_path": _p(job["storage"]["sqlite_path"]),
-                "journal_path": _p(job["storage"]["journal_path"]),
-            }
-        ),
-        heartbeat=False,
-    )
+    st = job["storage"]
+    spec = StorageSpec(st["url"], Path(st["study_dir"]), _p(st["sqlite_path"]), _p(st["journal_path"]))
+    storage = open_storage(spec, heartbeat=False)
     study = optuna.load_study(
         study_name=job["study"], storage=storage, pruner=make_pruner(space, job["first_stage_iterations"])
     )
