@@ -1,0 +1,22 @@
+"""Benchmark suite of ``curriculum_search``: ``python -m benchmarks [--size ci|cpu|gpu] [--only a,b]``.
+
+Parts (each also runnable alone as ``python -m benchmarks.<part>``):
+
+* ``step_overhead`` — distillation step time / plain student step time, per method, with and
+  without the teacher-output cache (issue 3);
+* ``quality`` — final full-run student AP over seeds for the baselines, random search and the
+  default search, on two synthetic tasks (issue 6);
+* ``search_cost`` — best-found proxy AP against compute for TPE + pruning, TPE without pruning and
+  random search; trials/hour with and without the teacher-output cache;
+* ``scaling`` — trials/hour with 1 vs 2 workers on the same cores; GPU utilisation and images/s
+  of a proxy trial when a GPU is present.
+
+Results go to ``benchmarks/out/`` (JSON, git-ignored); ``benchmarks/RESULTS.md`` is rewritten from
+them, with plots copied to ``benchmarks/plots/``.
+"""
+
+from __future__ import annotations
+
+PARTS = ("step_overhead", "quality", "search_cost", "scaling")
+
+__all__ = ["PARTS"]

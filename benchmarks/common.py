@@ -1,0 +1,635 @@
+"""Shared helpers of the benchmark suite: machine description, statistics, result files, tables,
+plots, benchmark task spaces scaled to a size, and the benchmark studies (run through the library's
+own :func:`~curriculum_search.search.service.run_search`).
+
+Sizes (``--size``):
+
+* ``ci`` — a few minutes on a 2-core CPU: 64 px images, tens of iterations; checks the plumbing,
+  its numbers mean nothing.
+* ``cpu`` (default) — the figures quoted in ``RESULTS.md``; the whole suite fits ~90 minutes on an
+  otherwise idle 2-core CPU.
+* ``gpu`` — longer runs and more data for a machine with a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+OUT_DIR = BENCH_DIR / "out"
+PLOTS_DIR = BENCH_DIR / "plots"
+SPACES_DIR = BENCH_DIR / "spaces"
+SIZES = ("ci", "cpu", "gpu")
+DEFAULT_SIZE = "cpu"
+#: Benchmark tasks: a search-space file in ``benchmarks/spaces/`` each.
+TASKS = ("default_small", "shapes_hard")
+
+log = logging.getLogger("benchmarks")
+
+
+# -- machine ---------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU model name (``lscpu``'s "Model name", else ``/proc/cpuinfo``, else ``platform``)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+        for line in out.splitlines():
+            if line.strip().lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on: CPU model and cores, GPU, library versions, date, load."""
+    import optuna
+    import torch
+    import torchvision
+
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "optuna": str(optuna.__version__),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_1m": round(load[0], 2),
+    }
+
+
+def machine_line(info: Mapping[str, Any]) -> str:
+    """One line naming the machine, e.g. ``AMD EPYC, 2 cores, no GPU, torch 2.14.1, 2025-01-01``."""
+    gpu = info.get("gpu") or "no GPU"
+    return (
+        f"{info.get('cpu')}, {info.get('cores')} cores, {gpu}, torch {info.get('torch')}, "
+        f"optuna {info.get('optuna')}, {str(info.get('date', ''))[:16].replace('T', ' ')} UTC "
+        f"(1-min load average at start {info.get('load_average_1m')})"
+    )
+
+
+# -- statistics ------------------------------------------------------------------------------------
+def summarize(values: Iterable[float]) -> dict[str, float]:
+    """``n``, ``median``, ``min``, ``max``, ``mean`` and sample ``std`` (0 for one value) of ``values``."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return {
+            "n": 0,
+            "median": math.nan,
+            "min": math.nan,
+            "max": math.nan,
+            "mean": math.nan,
+            "std": math.nan,
+        }
+    return {
+        "n": len(v),
+        "median": statistics.median(v),
+        "min": min(v),
+        "max": max(v),
+        "mean": statistics.fmean(v),
+        "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+    }
+
+
+def fmt_range(s: Mapping[str, float], digits: int = 2, unit: str = "") -> str:
+    """``median (min–max)``, e.g. ``1.07× (1.02–1.15)``."""
+    if not s or not s.get("n"):
+        return "n/a"
+    return f"{s['median']:.{digits}f}{unit} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+
+def fmt_mean_std(s: Mapping[str, float], digits: int = 3) -> str:
+    """``mean ± std (n=k)``."""
+    if not s or not s.get("n"):
+        return "n/a"
+    if s["n"] == 1:
+        return f"{s['mean']:.{digits}f} (n=1)"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} (n={int(s['n'])})"
+
+
+# -- files and tables ------------------------------------------------------------------------------
+def result_path(name: str, out_dir: Path = OUT_DIR) -> Path:
+    return out_dir / f"{name}.json"
+
+
+def write_result(name: str, data: Mapping[str, Any], out_dir: Path = OUT_DIR) -> Path:
+    """Write ``out_dir/<name>.json`` atomically."""
+    from curriculum_search.utils.io import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(result_path(name, out_dir), json.dumps(data, indent=2, default=_json_default))
+
+
+def read_result(name: str, out_dir: Path = OUT_DIR) -> dict[str, Any] | None:
+    """The last result of a part, or ``None`` when it never ran."""
+    path = result_path(name, out_dir)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
+    return "\n".join(lines)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for noisy in ("choreographer", "kaleido", "logistro"):  # PNG export's browser driver
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_common_args(parser: Any) -> Any:
+    """``--size`` and ``--out`` (shared by every part)."""
+    parser.add_argument(
+        "--size", choices=SIZES, default=DEFAULT_SIZE, help="benchmark size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=OUT_DIR, help="where JSON results and plots go (default: benchmarks/out)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per training process (default: the library's: all cores split between "
+        "workers). Use 1 on a CPU shared with other work: two threads that must wait for each other on "
+        "an oversubscribed CPU make steps many times slower",
+    )
+    return parser
+
+
+# -- plots -----------------------------------------------------------------------------------------
+@dataclass
+class Series:
+    """One line (or one bar group) of a plot; ``err`` are symmetric error bars."""
+
+    name: str
+    x: list[Any]
+    y: list[float]
+    err: list[float] | None = None
+    step: bool = False
+
+
+@dataclass
+class PlotFiles:
+    """Files a plot was written to (``png`` is ``None`` when no PNG backend exists; see ``note``)."""
+
+    html: str | None = None
+    png: str | None = None
+    note: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _plotly_figure(
+    kind: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: Sequence[Series],
+    log_x: bool = False,
+    hline: float | None = None,
+) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for s in series:
+        err = {"type": "data", "array": s.err, "visible": True} if s.err else None
+        if kind == "bar":
+            fig.add_trace(go.Bar(name=s.name, x=s.x, y=s.y, error_y=err))
+        else:
+            fig.add_trace(
+                go.Scatter(
+                    name=s.name,
+                    x=s.x,
+                    y=s.y,
+                    error_y=err,
+                    mode="lines+markers",
+                    line={"shape": "hv"} if s.step else {},
+                )
+            )
+    fig.update_layout(
+        title=title,
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        template="plotly_white",
+        barmode="group",
+        width=900,
+        height=500,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+        margin={"t": 90},
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    if hline is not None:
+        fig.add_hline(y=hline, line_dash="dash", line_color="black", annotation_text=f"{hline:g}")
+    return fig
+
+
+def _matplotlib_png(
+    path: Path,
+    kind: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: Sequence[Series],
+    log_x: bool,
+    hline: float | None = None,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    if kind == "bar":
+        cats = list(dict.fromkeys(c for s in series for c in s.x))
+        width = 0.8 / max(1, len(series))
+        for i, s in enumerate(series):
+            xs = [cats.index(c) + (i - (len(series) - 1) / 2) * width for c in s.x]
+            ax.bar(xs, s.y, width, yerr=s.err, label=s.name, capsize=3)
+        ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=20, ha="right")
+    else:
+        for s in series:
+            if s.step:
+                ax.step(s.x, s.y, where="post", label=s.name, marker="o")
+            else:
+                ax.errorbar(s.x, s.y, yerr=s.err, label=s.name, marker="o", capsize=3)
+        if log_x:
+            ax.set_xscale("log")
+    if hline is not None:
+        ax.axhline(hline, color="black", linestyle="--")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_plot(
+    name: str,
+    kind: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: Sequence[Series],
+    out_dir: Path = OUT_DIR,
+    *,
+    log_x: bool = False,
+    hline: float | None = None,
+) -> PlotFiles:
+    """Write ``out_dir/<name>.html`` (plotly) and ``<name>.png`` (plotly + kaleido, else matplotlib).
+
+    The HTML loads plotly.js from its CDN (small files); the PNG is the offline view. When neither
+    kaleido nor matplotlib is installed the PNG is skipped and ``note`` says so.
+
+    Args:
+        name: file stem.
+        kind: ``line`` or ``bar``.
+        title / xlabel / ylabel: labels.
+        series: the data.
+        out_dir: target folder.
+        log_x: logarithmic x axis (line plots).
+        hline: a dashed horizontal reference line at this y (e.g. a goal).
+    """
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = PlotFiles()
+    try:
+        fig = _plotly_figure(kind, title, xlabel, ylabel, series, log_x, hline)
+    except ImportError:
+        fig = None
+        files.note = "plotly is not installed"
+    if fig is not None:
+        html = out_dir / f"{name}.html"
+        fig.write_html(html, include_plotlyjs="cdn", full_html=True)
+        files.html = str(html)
+    png = out_dir / f"{name}.png"
+    errors = []
+    if fig is not None:
+        try:
+            fig.write_image(png, scale=1)
+            files.png = str(png)
+        except Exception as exc:  # kaleido missing, or it cannot start a browser
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            errors.append(f"plotly/kaleido: {first[:120]}")
+    if files.png is None:
+        try:
+            _matplotlib_png(png, kind, title, xlabel, ylabel, series, log_x, hline)
+            files.png = str(png)
+        except ImportError:
+            errors.append("matplotlib is not installed")
+    if files.png is None:
+        files.note = "no PNG: " + "; ".join(errors)
+        log.warning("plot %s: %s", name, files.note)
+    return files
+
+
+# -- benchmark spaces ------------------------------------------------------------------------------
+def _scale_ci(raw: dict[str, Any]) -> dict[str, Any]:
+    """The ``ci`` size of a task space: 64 px, tens of iterations, a handful of trials."""
+    raw = json.loads(json.dumps(raw))
+    size = 64
+    data = raw.setdefault("data", {})
+    syn = data.setdefault("synthetic", {})
+    syn.update(num_train=48, num_val=16, image_size=size)
+    data["image_size"] = size
+    raw["student"]["image_size"] = size
+    for entry in raw.get("teachers", {}).values():
+        if "zoo" in entry:
+            entry["zoo"]["iterations"] = 40
+            entry["zoo"]["spec"]["image_size"] = size
+    raw["proxy"] = {
+        "iterations": 24,
+        "train_subset": 32,
+        "val_subset": 16,
+        "image_size": None,
+        "eval_every": 8,
+        "seeds": 1,
+    }
+    raw["full"] = {"iterations": 30, "train_subset": None, "val_subset": None, "eval_every": None, "seeds": 1}
+    raw["trials"] = 4
+    raw.setdefault("train", {}).update(warmup_iterations=4, checkpoint_every=0)
+    return raw
+
+
+def _scale_gpu(raw: dict[str, Any]) -> dict[str, Any]:
+    """The ``gpu`` size: 4x the data, iterations and trials of the ``cpu`` size."""
+    raw = json.loads(json.dumps(raw))
+    syn = raw.setdefault("data", {}).setdefault("synthetic", {})
+    syn["num_train"] = int(syn.get("num_train", 600)) * 4
+    syn["num_val"] = int(syn.get("num_val", 150)) * 2
+    for entry in raw.get("teachers", {}).values():
+        if "zoo" in entry:
+            entry["zoo"]["iterations"] = int(entry["zoo"]["iterations"]) * 4
+    proxy = raw.setdefault("proxy", {})
+    proxy["iterations"] = int(proxy.get("iterations", 300)) * 4
+    proxy["eval_every"] = int(proxy.get("eval_every", 100)) * 4
+    full = raw.setdefault("full", {})
+    full["iterations"] = int(full.get("iterations", 1200)) * 4
+    if full.get("eval_every"):
+        full["eval_every"] = int(full["eval_every"]) * 4
+    raw["trials"] = int(raw.get("trials", 20)) * 3
+    return raw
+
+
+def task_space_dict(task: str, size: str) -> tuple[dict[str, Any], Path]:
+    """The raw space of benchmark ``task`` (``benchmarks/spaces/<task>.yaml``) scaled to ``size``."""
+    from curriculum_search.utils.io import load_yaml
+
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r} (known: {', '.join(SIZES)})")
+    path = SPACES_DIR / f"{task}.yaml"
+    raw = load_yaml(path)
+    if size == "ci":
+        raw = _scale_ci(raw)
+    elif size == "gpu":
+        raw = _scale_gpu(raw)
+    return raw, path
+
+
+def task_space(task: str, size: str, **overrides: Any) -> Any:
+    """The validated :class:`~curriculum_search.search.space.SearchSpace` of ``task`` at ``size``.
+
+    ``overrides`` replace top-level blocks of the raw file (e.g. ``sampler={"name": "random"}``)
+    before validation.
+    """
+    from curriculum_search.search.space import make_pruner, make_sampler, space_from_dict
+
+    raw, path = task_space_dict(task, size)
+    raw.update(overrides)
+    space = space_from_dict(raw, source=path, base_dir=path.parent)
+    make_sampler(space, source=path)
+    make_pruner(space, source=path)
+    return space
+
+
+def size_dir(size: str, out_dir: Path = OUT_DIR) -> Path:
+    """Where the results of ``size`` go (``out_dir/<size>``)."""
+    return out_dir / size
+
+
+def studies_root(size: str, out_dir: Path = OUT_DIR) -> Path:
+    """Where the benchmark studies, the zoo and the caches of ``size`` live."""
+    return size_dir(size, out_dir) / "studies"
+
+
+# -- benchmark studies -----------------------------------------------------------------------------
+#: Study variants: space overrides and whether the four baselines are enqueued first.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the product's default search: TPE + median pruning, baselines first
+    "tpe": {"overrides": {}, "baselines": True},
+    "tpe_nopruning": {"overrides": {"pruner": {"name": "none"}}, "baselines": True},
+    # plain random search: random sampler, no pruning, no baselines
+    "random": {"overrides": {"sampler": {"name": "random"}, "pruner": {"name": "none"}}, "baselines": False},
+}
+
+
+@dataclass
+class StudyRun:
+    """A benchmark study after :func:`ensure_study`."""
+
+    task: str
+    variant: str
+    name: str
+    space: Any
+    root: Path
+    study: Any
+    wall_s: float
+    zoo_wall_s: float
+    resumed: bool
+    pool: list[Any] = field(default_factory=list)
+
+
+def variant_space(task: str, size: str, variant: str) -> Any:
+    v = VARIANTS[variant]
+    space = task_space(task, size, **v["overrides"])
+    return dataclasses.replace(space, name=f"{space.name}-{variant}")
+
+
+def ensure_zoo(
+    space: Any, root: Path, source: Path | None = None, threads: int | None = None
+) -> tuple[list[Any], float]:
+    """Train the missing zoo teachers of ``space`` (and the library's student-alone reference;
+    timed, ~0 s when all exist); returns the pool's ``TeacherInfo`` list (reference included)."""
+    from curriculum_search.distill.cache import CacheConfig
+    from curriculum_search.zoo import build_zoo
+
+    t0 = time.perf_counter()
+    infos = build_zoo(
+        space,
+        root,
+        cache=CacheConfig(enabled=False),
+        threads=threads,
+        progress=False,
+        source=source,
+    )
+    return infos, time.perf_counter() - t0
+
+
+def teacher_cache(root: Path, enabled: bool = True, sub: str = "teachers") -> Any:
+    """The teacher-output cache of the benchmark studies (disk under ``root/_cache/<sub>``)."""
+    from curriculum_search.distill.cache import CacheConfig
+
+    return CacheConfig(enabled=enabled, root=root / "_cache" / sub if enabled else None)
+
+
+def ensure_study(
+    task: str,
+    size: str,
+    variant: str,
+    *,
+    out_dir: Path = OUT_DIR,
+    trials: int | None = None,
+    workers: int = 1,
+    cache: Any = None,
+    name: str | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> StudyRun:
+    """Run (or resume, or just open) benchmark study ``variant`` of ``task`` with the library's
+    :func:`~curriculum_search.search.service.run_search`.
+
+    The zoo is trained first (and timed). A finished study is only reopened, so parts that share a
+    study (quality and search_cost) run it once.
+    """
+    from curriculum_search.search.service import SearchOptions, run_search
+    from curriculum_search.search.storage import load_study_readonly, storage_spec
+
+    space = variant_space(task, size, variant)
+    root = studies_root(size, out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    cache = cache if cache is not None else teacher_cache(root)
+    pool, zoo_wall = ensure_zoo(space, root, SPACES_DIR / f"{task}.yaml", threads)
+    study_name = name or space.name
+    spec = storage_spec(root, study_name, None)
+    before = 0
+    if spec.sqlite_path is not None and spec.sqlite_path.is_file():
+        from optuna.trial import TrialState
+
+        try:
+            st = load_study_readonly(spec, study_name)
+            before = len(st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        except Exception:
+            before = 0
+    opts = SearchOptions(
+        studies_root=root,
+        name=study_name,
+        trials=trials,
+        workers=workers,
+        threads=threads,
+        cache=cache,
+        progress=False,
+        space_file=SPACES_DIR / f"{task}.yaml",
+        echo=echo or (lambda s: log.info("%s: %s", study_name, s)),
+    )
+    t0 = time.perf_counter()
+    run_search(space, opts, enqueue=VARIANTS[variant]["baselines"])
+    wall = time.perf_counter() - t0
+    study = load_study_readonly(spec, study_name)
+    return StudyRun(task, variant, study_name, space, root, study, wall, zoo_wall, before > 0, pool)
+
+
+def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """Finished trials of a study in completion order, with what each cost.
+
+    ``iterations`` are the proxy iterations the trial actually trained (the pruning step for a
+    pruned trial, 0 for a reused result), ``wall_s`` its process wall time.
+    """
+    from optuna.trial import TrialState
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("requeued"):
+            continue
+        total = int((t.user_attrs.get("curriculum") or {}).get("total_iterations") or 0)
+        reused = t.user_attrs.get("reused_from") is not None
+        if reused:
+            its = 0
+        elif t.state == TrialState.PRUNED:
+            its = int(t.user_attrs.get("pruned_at") or max(t.intermediate_values or {0: 0}))
+        else:
+            its = total
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "baseline": t.user_attrs.get("baseline"),
+                "description": t.user_attrs.get("description"),
+                "iterations": its,
+                "wall_s": 0.0 if reused else float(t.user_attrs.get("wall_time_s") or 0.0),
+                "reused": reused,
+                "teacher_forwards": t.user_attrs.get("teacher_forwards"),
+                "start": t.datetime_start.timestamp() if t.datetime_start else None,
+                "complete": t.datetime_complete.timestamp() if t.datetime_complete else None,
+            }
+        )
+    rows.sort(key=lambda r: (r["complete"] or 0.0, r["number"]))
+    return rows
+
+
+def copy_plot(files: PlotFiles, plots_dir: Path = PLOTS_DIR) -> dict[str, str]:
+    """Copy a plot's HTML/PNG into ``benchmarks/plots/``; returns their paths relative to
+    ``benchmarks/``."""
+    import shutil
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for kind in ("html", "png"):
+        src = getattr(files, kind)
+        if src and Path(src).is_file():
+            dst = plots_dir / Path(src).name
+            shutil.copyfile(src, dst)
+            out[kind] = str(dst.relative_to(BENCH_DIR))
+    return out
