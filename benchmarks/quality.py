@@ -41,6 +41,7 @@ from benchmarks.common import (
     machine_info,
     machine_line,
     md_table,
+    read_result,
     save_plot,
     setup_logging,
     size_dir,
@@ -203,8 +204,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["wall_s"] = round(time.perf_counter() - t0, 1)
         write_result("quality", result, rdir)
 
+    prev = read_result("quality", rdir) or {}
     for task in tasks:
-        run_task(task, args.size, seeds, out, save, args.threads)
+        tr = run_task(task, args.size, seeds, out, save, args.threads)
+        # a call that reused everything measures ~0 s: keep the timings of the call that did the work
+        old = (prev.get("tasks", {}).get(task) or {}).get("timings_s", {})
+        kept = {k: v for k, v in old.items() if tr["timings_s"].get(k, 0.0) < 1.0 and v >= 1.0}
+        if kept:
+            tr["timings_s"].update(kept)
+            tr["timings_from_earlier_call"] = sorted(kept)
+            save(tr)
     result["complete"] = True
     result["plots"] = {t: _plot(result["tasks"][t], rdir) for t in tasks}
     write_result("quality", result, rdir)
@@ -376,7 +385,13 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 "\nWall time (s): "
                 + ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in t.items())
-                + " (0 = reused from an earlier call)."
+                + " (0 = reused from an earlier call"
+                + (
+                    f"; {', '.join(tr['timings_from_earlier_call'])} measured by an earlier call"
+                    if tr.get("timings_from_earlier_call")
+                    else ""
+                )
+                + ")."
             )
     return "\n".join(lines)
 
