@@ -6,7 +6,7 @@ What one *step* is: exactly the body of the trainer's loop
 (:func:`curriculum_search.curriculum.trainer.run_recipe`): teacher outputs through a
 :class:`~curriculum_search.distill.cache.TeacherRunner` (no cache, or a warm cache in RAM, or a
 warm cache on disk read at every step), pseudo-label targets for pseudo-label stages, the trainer's
-own ``_TrainStep`` module (student forward with its detection losses + the
+own ``TrainStep`` module (student forward with its detection losses + the
 :class:`~curriculum_search.distill.distiller.StageDistiller` loss), backward, gradient clipping,
 AdamW step and LR-scheduler step. Batches are loaded once before timing (data loading, identical in
 both arms, is left out, which makes the ratio stricter). Teacher outputs are warmed for every batch
@@ -128,7 +128,7 @@ def build_arm(
     device: torch.device,
 ) -> Arm:
     """A student + distiller + optimizer + runner wired as ``run_recipe`` wires a stage."""
-    from curriculum_search.curriculum.trainer import _TrainStep
+    from curriculum_search.curriculum.trainer import TrainStep
     from curriculum_search.distill.cache import (
         CacheConfig,
         TeacherCache,
@@ -146,7 +146,7 @@ def build_arm(
     student = build_detector(student_spec).to(device)
     teachers = {"teacher": teacher} if method is not None else {}
     distiller = StageDistiller(stage, student, teachers, stage_index=0).to(device)
-    module = _TrainStep(student, distiller)
+    module = TrainStep(student, distiller)
     optimizer = build_optimizer([student, distiller], train_cfg, lr=train_cfg.lr)
     scheduler = build_scheduler(optimizer, train_cfg, iterations, train_cfg.warmup_iterations)
     runner = None

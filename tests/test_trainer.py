@@ -88,18 +88,18 @@ def test_supervised_training_lowers_the_loss(tmp_path: Path, teacher_ckpt: Path)
     opts = _options(tmp_path, "sup")
     import curriculum_search.curriculum.trainer as tr
 
-    orig = tr._TrainStep.forward
+    orig = tr.TrainStep.forward
 
     def spy(self, *a, **k):
         total, terms = orig(self, *a, **k)
         seen.append(float(total.detach()))
         return total, terms
 
-    tr._TrainStep.forward = spy  # type: ignore[method-assign]
+    tr.TrainStep.forward = spy  # type: ignore[method-assign]
     try:
         run_recipe(recipe, opts)
     finally:
-        tr._TrainStep.forward = orig  # type: ignore[method-assign]
+        tr.TrainStep.forward = orig  # type: ignore[method-assign]
     first, last = sum(seen[:8]) / 8, sum(seen[-8:]) / 8
     assert last < 0.8 * first, (first, last)
     assert (tmp_path / "sup" / "student.pt").exists() and (tmp_path / "sup" / "metrics.json").exists()

@@ -168,7 +168,7 @@ class _Dist:
             dist.destroy_process_group()
 
 
-class _TrainStep(nn.Module):
+class TrainStep(nn.Module):
     """Student + stage distiller in one module, so DDP syncs the adapters' gradients too."""
 
     def __init__(self, student: Detector, distiller: StageDistiller) -> None:
@@ -290,7 +290,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                 log.info(
                     "stage 1: copied %d neck/head tensors from teacher %s", len(copied), stage.teachers[0]
                 )
-            module: nn.Module = _TrainStep(student, distiller)
+            module: nn.Module = TrainStep(student, distiller)
             if dist.enabled:
                 module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
             optimizer = build_optimizer([student, distiller], cfg, lr=stage.lr)
