@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads per training process, passed to every part (default: the library's)",
+        help="torch CPU threads per training process, passed to every part (default: 1 for sizes ci and "
+        "cpu, where independent runs go side by side on the cores instead; the library's choice for gpu)",
     )
     return p
 

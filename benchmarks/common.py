@@ -199,11 +199,18 @@ def add_common_args(parser: Any) -> Any:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads per training process (default: the library's: all cores split between "
-        "workers). Use 1 on a CPU shared with other work: two threads that must wait for each other on "
-        "an oversubscribed CPU make steps many times slower",
+        help="torch CPU threads per training process (default: 1 for sizes ci and cpu, where independent "
+        "runs go side by side on the cores instead; the library's choice for gpu). Two threads that must "
+        "wait for each other on a CPU shared with other work make steps many times slower",
     )
     return parser
+
+
+def resolve_threads(args: Any) -> int | None:
+    """Fill in ``args.threads``' default for ``args.size`` (see :func:`add_common_args`)."""
+    if args.threads is None and args.size != "gpu":
+        args.threads = 1
+    return args.threads
 
 
 # -- plots -----------------------------------------------------------------------------------------

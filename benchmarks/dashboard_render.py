@@ -65,9 +65,9 @@ TEACHERS = [
         "latency_ms": 4.4,
     },
     {
-        "name": "swin",
+        "name": "pvt",
         "kind": "zoo",
-        "label": "FCOS Swin-T (tiny)",
+        "label": "FCOS PVT-v2-b0",
         "ap": 0.571,
         "ap50": 0.83,
         "params": 8.1e6,
@@ -122,7 +122,7 @@ def _final_ap(choice: Any, rng: np.random.Generator) -> float:
         aps = [teacher_ap[t] for t in choice.teachers]
         if len(aps) >= 2 and aps == sorted(aps):
             ap += 0.018 + 0.006 * (len(aps) - 2)
-        if choice.teachers[-1] == "swin":
+        if choice.teachers[-1] == "pvt":
             ap += 0.008
         ap += {"mgd": 0.012, "cwd": 0.007, "mse": 0.0, None: -0.01}.get(choice.feature_loss, 0.0)
         if choice.response:
@@ -189,7 +189,7 @@ def make_fake_study(
         raise FileExistsError(f"{db} already exists")
     rng = np.random.default_rng(seed)
     gflops = {t["name"]: t["gflops"] for t in TEACHERS}
-    cap = 0.8 * total_iterations * (gflops["swin"] + STUDENT_GFLOPS)
+    cap = 0.8 * total_iterations * (gflops["pvt"] + STUDENT_GFLOPS)
     space, space_dict = _space_dict(total_iterations, eval_every, round(cap, 1))
     dists = param_distributions(space)
     steps = list(range(eval_every, total_iterations + 1, eval_every))
@@ -200,7 +200,7 @@ def make_fake_study(
     storage = optuna.storages.RDBStorage("sqlite:///" + quote(str(db.resolve()), safe="/"))
     study = optuna.create_study(study_name=folder.name, storage=storage, direction="maximize")
     teacher_ap = {t["name"]: t["ap"] for t in TEACHERS}
-    heuristic_order = ["medium", "swin"]
+    heuristic_order = ["medium", "pvt"]
     attrs = {
         "space": space_dict,
         "space_file": "space/default.yaml",

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from joblib import Parallel, delayed
 
 from benchmarks.common import (
     TASKS,
@@ -42,6 +45,7 @@ from benchmarks.common import (
     machine_line,
     md_table,
     read_result,
+    resolve_threads,
     save_plot,
     setup_logging,
     size_dir,
@@ -121,9 +125,10 @@ def full_run(
 
 
 def run_task(
-    task: str, size: str, seeds: int, out: Path, save: Any, threads: int | None = None
+    task: str, size: str, seeds: int, out: Path, save: Any, threads: int | None = None, jobs: int = 1
 ) -> dict[str, Any]:
     """Searches + full runs of one task; ``save(partial)`` is called after every step."""
+    from curriculum_search.curriculum.trainer import recipe_hash
     from curriculum_search.search.service import trial_recipe
 
     t0 = time.perf_counter()
@@ -151,15 +156,16 @@ def run_task(
     cache = teacher_cache(tpe.root)
     run_root = tpe.root / "full" / task
     t_full = time.perf_counter()
+    todo: dict[tuple[str, int], tuple[Any, Path]] = {}  # (recipe hash, seed) -> (recipe, root)
+    wanted: dict[tuple[str, int], list[str]] = {}  # (recipe hash, seed) -> rows that need it
     for key, label in ROWS:
         pick = picks[key]
         if pick is None:
             res["rows"][key] = {"label": label, "missing": "no such trial in the study"}
-            save(res)
             continue
         sr, trial = pick
         recipe = trial_recipe(sr.space, sr.study, trial, sr.root, proxy=False)
-        row: dict[str, Any] = {
+        res["rows"][key] = {
             "label": label,
             "study": sr.name,
             "trial": trial.number,
@@ -170,11 +176,24 @@ def run_task(
             "iterations": recipe.total_iterations,
             "runs": [],
         }
-        res["rows"][key] = row
         for i in range(seeds):
-            row["runs"].append(full_run(recipe, sr.space.seed + i, run_root, sr.root, cache, threads))
+            seeded = recipe.replace(seed=sr.space.seed + i)
+            job = (recipe_hash(seeded), seeded.seed)
+            todo.setdefault(job, (seeded, sr.root))
+            wanted.setdefault(job, []).append(key)
+    save(res)
+    # identical curricula (e.g. the best trial *is* a baseline) are trained once; independent runs
+    # go to `jobs` processes (one torch thread each by default, so 2 jobs use both cores of a CPU)
+    runs = Parallel(n_jobs=min(jobs, len(todo)) or 1, return_as="generator_unordered")(
+        delayed(full_run)(recipe, recipe.seed, run_root, root, cache, threads)
+        for recipe, root in todo.values()
+    )
+    for run in runs:
+        for key in wanted[(run["recipe_hash"], run["seed"])]:
+            row = res["rows"][key]
+            row["runs"] = sorted([*row["runs"], run], key=lambda r: r["seed"])
             row["ap"] = summarize(r["ap"] for r in row["runs"])
-            save(res)
+        save(res)
     res["timings_s"]["full_runs"] = round(time.perf_counter() - t_full, 1)
     res["timings_s"]["total_this_call"] = round(time.perf_counter() - t0, 1)
     res["complete"] = True
@@ -183,9 +202,12 @@ def run_task(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    resolve_threads(args)
     out = Path(args.out)
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     seeds = args.seeds or SEEDS[args.size]
+    if args.jobs is None:
+        args.jobs = max(1, (os.cpu_count() or 1) // args.threads) if args.threads else 1
     result: dict[str, Any] = {
         "part": "quality",
         "size": args.size,
@@ -206,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     prev = read_result("quality", rdir) or {}
     for task in tasks:
-        tr = run_task(task, args.size, seeds, out, save, args.threads)
+        tr = run_task(task, args.size, seeds, out, save, args.threads, args.jobs)
         # a call that reused everything measures ~0 s: keep the timings of the call that did the work
         old = (prev.get("tasks", {}).get(task) or {}).get("timings_s", {})
         kept = {k: v for k, v in old.items() if tr["timings_s"].get(k, 0.0) < 1.0 and v >= 1.0}
@@ -401,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(p)
     p.add_argument("--tasks", default=None, help=f"comma list among {','.join(TASKS)} (default: all)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per full run (default: 3; ci: 2)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="full runs trained at the same time, one process each (default: CPU cores / --threads, "
+        "so 2 with --threads 1 on 2 cores; 1 without --threads)",
+    )
     return p
 
 

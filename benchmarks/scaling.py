@@ -36,6 +36,7 @@ from benchmarks.common import (
     machine_info,
     machine_line,
     md_table,
+    resolve_threads,
     setup_logging,
     size_dir,
     studies_root,
@@ -151,6 +152,7 @@ def proxy_trial_device_use(task: str, size: str, out: Path, threads: int | None 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    resolve_threads(args)
     out = Path(args.out)
     k = args.trials or THROUGHPUT_TRIALS[args.size]
     rdir = size_dir(args.size, out)

@@ -36,6 +36,7 @@ from benchmarks.common import (
     machine_info,
     machine_line,
     md_table,
+    resolve_threads,
     save_plot,
     setup_logging,
     size_dir,
@@ -147,6 +148,7 @@ def throughput_study(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    resolve_threads(args)
     out = Path(args.out)
     tasks = (args.tasks or DEFAULT_TASKS[args.size]).split(",")
     k = args.throughput_trials or THROUGHPUT_TRIALS[args.size]

@@ -51,6 +51,7 @@ from benchmarks.common import (
     machine_info,
     machine_line,
     md_table,
+    resolve_threads,
     save_plot,
     setup_logging,
     size_dir,
@@ -237,6 +238,7 @@ def load_batches(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark; returns (and writes) the result dict."""
+    resolve_threads(args)
     from curriculum_search.curriculum.recipe import TeacherRef
     from curriculum_search.curriculum.trainer import load_teacher
     from curriculum_search.search.space import load_space

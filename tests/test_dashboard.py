@@ -405,7 +405,7 @@ def test_study_state_words() -> None:
 def test_charts_on_a_generated_study(fake_studies: Path) -> None:
     data = dd.load_study(_source(fake_studies, "fake"))
     colors = ch.teacher_colors(data.teacher_names)
-    assert list(colors)[:3] == ["small", "medium", "swin"]
+    assert list(colors)[:3] == ["small", "medium", "pvt"]
     done = data.complete()
 
     hist = ch.optimization_history(data.trials, data.baselines(), data.teacher_info)

@@ -216,7 +216,7 @@ def _params(space: SearchSpace, **over: Any) -> dict[str, Any]:
         "n_stages": 2,
         "order_key.small": 0.9,
         "order_key.medium": 0.1,
-        "order_key.swin": 0.5,
+        "order_key.pvt": 0.5,
         "frac.0": 0.2,
         "frac.1": 0.6,
         "frac.2": 0.7,
@@ -237,20 +237,20 @@ def _params(space: SearchSpace, **over: Any) -> dict[str, Any]:
 
 def test_decode_by_hand(space: SearchSpace) -> None:
     choice = decode_params(_params(space), space)
-    # keys: medium 0.1 < swin 0.5 < small 0.9; fractions 0.2/0.6 -> 25% / 75% of 300
-    assert choice.teachers == ("medium", "swin")
+    # keys: medium 0.1 < pvt 0.5 < small 0.9; fractions 0.2/0.6 -> 25% / 75% of 300
+    assert choice.teachers == ("medium", "pvt")
     assert [s.iterations for s in choice.stages] == [75, 225]
     assert (
         choice.describe()
-        == "medium(25%) → swin(75%) | mgd×1.2 resp(cls×0.5 box×2 T2) gate | cosine→0.1 | lr 2e-3"
+        == "medium(25%) → pvt(75%) | mgd×1.2 resp(cls×0.5 box×2 T2) gate | cosine→0.1 | lr 2e-3"
     )
 
 
 def test_order_key_ties_break_by_name(space: SearchSpace) -> None:
     p = _params(
-        space, **{"order_key.small": 0.3, "order_key.medium": 0.3, "order_key.swin": 0.3, "n_stages": 3}
+        space, **{"order_key.small": 0.3, "order_key.medium": 0.3, "order_key.pvt": 0.3, "n_stages": 3}
     )
-    assert decode_params(p, space).teachers == ("medium", "small", "swin")
+    assert decode_params(p, space).teachers == ("medium", "pvt", "small")
 
 
 def test_min_stage_fraction_is_enforced(space: SearchSpace) -> None:
@@ -289,7 +289,7 @@ def test_encode_enqueue_decode_round_trip(space: SearchSpace) -> None:
     sampled = _run(space, optuna.samplers.RandomSampler(seed=1), n=15)
     choices = [decode_params(t.params, space) for t in sampled.trials]
     choices.append(
-        choice_from_settings(space, {"teachers": ["swin", "small", "medium"], "fractions": [0.05, 0.5, 0.45]})
+        choice_from_settings(space, {"teachers": ["pvt", "small", "medium"], "fractions": [0.05, 0.5, 0.45]})
     )
     choices.append(
         choice_from_settings(
@@ -310,9 +310,9 @@ def test_encode_enqueue_decode_round_trip(space: SearchSpace) -> None:
 
 
 def test_encode_plain_settings_and_errors(space: SearchSpace) -> None:
-    params = encode_curriculum({"teachers": ["small", "swin"], "fractions": [1, 3], "lr": 0.001}, space)
+    params = encode_curriculum({"teachers": ["small", "pvt"], "fractions": [1, 3], "lr": 0.001}, space)
     choice = decode_params(params, space)
-    assert choice.teachers == ("small", "swin")
+    assert choice.teachers == ("small", "pvt")
     assert [s.iterations for s in choice.stages] == [75, 225]
     assert choice.lr == 0.001 and choice.feature_loss == "mgd" and choice.response
     with pytest.raises(ValueError, match="not searchable"):
@@ -343,7 +343,7 @@ def test_to_stages_for_another_budget(space: SearchSpace) -> None:
     choice = decode_params(_params(space), space)
     stages = choice.to_stages(1201)
     assert [s.iterations for s in stages] == [300, 901]
-    assert [s.teachers for s in stages] == [("medium",), ("swin",)]
+    assert [s.teachers for s in stages] == [("medium",), ("pvt",)]
     first = stages[0]
     assert first.feature is not None and (first.feature.loss, first.feature.weight) == ("mgd", 1.2)
     assert first.response is not None and (first.response.cls_weight, first.response.box_weight) == (0.5, 2.0)
@@ -361,10 +361,10 @@ def test_build_recipe_proxy_and_full(space: SearchSpace, tmp_path: Path) -> None
     assert proxy.total_iterations == 300 and proxy.seed == 3
     assert (proxy.data.train_subset, proxy.data.val_subset, proxy.train.eval_every) == (256, 96, 100)
     assert proxy.train.lr == 0.002
-    assert set(proxy.teachers) == {"small", "medium", "swin"}
+    assert set(proxy.teachers) == {"small", "medium", "pvt"}
     # zoo teachers: relative to the studies folder (recipes resolve relative paths against it)
-    assert proxy.teachers["swin"].checkpoint == str(zoo_checkpoint_path(space, "swin", "."))
-    assert str(zoo_checkpoint_path(space, "swin", tmp_path)).startswith(str(tmp_path / "_zoo" / "swin-"))
+    assert proxy.teachers["pvt"].checkpoint == str(zoo_checkpoint_path(space, "pvt", "."))
+    assert str(zoo_checkpoint_path(space, "pvt", tmp_path)).startswith(str(tmp_path / "_zoo" / "pvt-"))
     assert proxy.provenance["curriculum_key"] == choice.key and proxy.provenance["phase"] == "proxy"
     full = build_recipe(
         space, choice, iterations=space.full.iterations, proxy=False, seed=0, studies_root=tmp_path
@@ -383,15 +383,15 @@ def test_proxy_image_size_applies_to_student(space: SearchSpace) -> None:
 
 
 def test_proxy_cost_by_hand(space: SearchSpace) -> None:
-    choice = decode_params(_params(space), space)  # medium 75 it, swin 225 it
-    cost = proxy_cost(choice, {"medium": 2.0, "swin": 3.0, "small": 1.0}, 0.5)
+    choice = decode_params(_params(space), space)  # medium 75 it, pvt 225 it
+    cost = proxy_cost(choice, {"medium": 2.0, "pvt": 3.0, "small": 1.0}, 0.5)
     assert cost == pytest.approx(75 * 2.5 + 225 * 3.5)
     assert proxy_cost(student_only_choice(space), {}, 0.5) == pytest.approx(150.0)
 
 
 # -- baselines ----------------------------------------------------------------------------------------
 
-AP = {"small": 0.30, "medium": 0.45, "swin": 0.40}
+AP = {"small": 0.30, "medium": 0.45, "pvt": 0.40}
 
 
 def test_baseline_choices(space: SearchSpace) -> None:
@@ -400,7 +400,7 @@ def test_baseline_choices(space: SearchSpace) -> None:
     assert out[STUDENT_ONLY] is None
     decoded = {k: decode_params(v, space) for k, v in out.items() if v is not None}
     assert decoded[DIRECT].teachers == ("medium",)
-    assert decoded[WEAK_TO_STRONG].teachers == ("small", "swin", "medium")
+    assert decoded[WEAK_TO_STRONG].teachers == ("small", "pvt", "medium")
     assert [s.iterations for s in decoded[WEAK_TO_STRONG].stages] == [100, 100, 100]
     assert decoded[HEURISTIC].teachers == ("small", "medium")
     d = decoded[DIRECT]

@@ -133,6 +133,34 @@ def test_vit_backbone_gets_a_simple_pyramid():
     assert model.strides == [8, 16, 32, 64, 128] and feats[0].shape[-1] == 8
 
 
+@pytest.mark.parametrize(
+    ("backbone", "kwargs"),
+    [
+        ("pvt_v2_b0", {"depths": (1, 1, 1, 1)}),  # rejects img_size: built without it
+        ("efficientformerv2_s0", {"depths": (1, 1, 1, 1)}),  # needs img_size for its attention
+    ],
+)
+def test_transformers_with_and_without_img_size_run_at_the_detector_size(backbone: str, kwargs: dict):
+    spec = DetectorSpec(
+        arch="fcos",
+        backbone=backbone,
+        num_classes=3,
+        fpn_channels=16,
+        image_size=64,
+        head_convs=1,
+        backbone_kwargs=kwargs,
+    )
+    model = build_detector(spec)
+    out = model(torch.randn(2, 3, 64, 64), _targets()[:1] * 2)
+    assert [f.shape[-1] for f in out.features[:3]] == [8, 4, 2] and torch.isfinite(out.loss)
+
+
+def test_a_wrong_backbone_keyword_is_not_mistaken_for_img_size():
+    spec = DetectorSpec(arch="fcos", backbone="resnet10t", num_classes=2, backbone_kwargs={"nope": 1})
+    with pytest.raises(TypeError, match="nope"):
+        build_detector(spec)
+
+
 def test_cost_metadata_for_a_zoo_model():
     model = build_detector(_spec("fcos", "cnn"))
     cost = measure_cost(model, 64, iters=1, warmup=1)

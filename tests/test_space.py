@@ -77,13 +77,12 @@ def test_default_space_loads() -> None:
         "mobilenetv3_small_050",
         32,
     )
-    assert set(space.teachers) == {"small", "medium", "swin"}
+    assert set(space.teachers) == {"small", "medium", "pvt"}
     assert all(e.kind == "zoo" for e in space.teachers.values())
-    swin = space.teachers["swin"].zoo
-    assert swin is not None and swin.spec.backbone_kwargs["window_size"] == 4
-    assert swin.spec.backbone_kwargs["depths"] == [2, 2, 2, 2]
+    pvt = space.teachers["pvt"].zoo
+    assert pvt is not None and pvt.spec.backbone == "pvt_v2_b0" and pvt.lr == 0.001
     assert space.search.n_stages == (1, 3)
-    assert space.search_teachers == ("small", "medium", "swin")
+    assert space.search_teachers == ("small", "medium", "pvt")
 
 
 def test_coco_space_loads_with_torchvision_classes() -> None:

@@ -427,7 +427,7 @@ def page_trials(ctx: Context) -> None:
         default=[s for s in dd.STATES if (df["state"] == s).any()],
         key="trial_states",
     )
-    text = c2.text_input("Filter by curriculum", key="trial_filter", placeholder="e.g. swin, mgd, → medium")
+    text = c2.text_input("Filter by curriculum", key="trial_filter", placeholder="e.g. pvt, mgd, → medium")
     view = df[df["state"].isin(states)]
     if text:
         view = view[view["description"].str.contains(text, case=False, regex=False)]

@@ -51,10 +51,7 @@ class TimmFPNBackbone(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        kwargs = dict(backbone_kwargs or {})
-        if _accepts_img_size(name) and "img_size" not in kwargs:
-            kwargs["img_size"] = image_size
-        self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **kwargs)
+        self.body = _create_body(name, pretrained, image_size, dict(backbone_kwargs or {}))
         info: Any = self.body.feature_info
         reductions = list(info.reduction())
         channels = list(info.channels())
@@ -101,14 +98,21 @@ class TimmFPNBackbone(nn.Module):
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
 
 
-def _accepts_img_size(name: str) -> bool:
-    """Transformers in timm take ``img_size``; CNNs reject it."""
-    try:
-        cfg = timm.models.get_pretrained_cfg(name)
-    except Exception:  # unknown names fail later with timm's own message
-        return False
-    arch = getattr(cfg, "architecture", name) if cfg is not None else name
-    return any(k in arch for k in ("swin", "vit", "deit", "beit", "eva", "maxvit", "coatnet", "twins", "pvt"))
+def _create_body(name: str, pretrained: bool, image_size: int, kwargs: dict[str, Any]) -> nn.Module:
+    """``timm.create_model(features_only=True)``, telling models that size their position
+    embeddings or windows by the input (Swin, ViT, MaxViT, ...) the detector's image size.
+
+    Whether a model takes ``img_size`` is not in timm's metadata, so it is tried first and dropped
+    when the model's constructor rejects it (CNNs, PVT-v2, TinyViT, ...)."""
+    if "img_size" not in kwargs:
+        try:
+            return timm.create_model(
+                name, pretrained=pretrained, features_only=True, img_size=image_size, **kwargs
+            )
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, pretrained=pretrained, features_only=True, **kwargs)
 
 
 def timm_fpn_backbone(spec: Any, *, pretrained: bool, min_stride: int, extra: str) -> TimmFPNBackbone:
