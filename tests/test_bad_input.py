@@ -1016,3 +1016,25 @@ def test_full_disk_during_checkpoint_is_one_line_and_previous_checkpoint_survive
     a = load_checkpoint(tmp_path / "reference" / "student.pt")["state_dict"]
     b = load_checkpoint(tmp_path / "out" / "student.pt")["state_dict"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("content", [b"", b"tables"])
+def test_status_of_a_database_without_a_study_schema_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    """A study database caught mid-creation (or not an Optuna one) is reported, not a traceback."""
+    import sqlite3
+
+    db = tmp_path / "studies" / "half" / "study.db"
+    db.parent.mkdir(parents=True)
+    if content:
+        with sqlite3.connect(db) as con:  # a real SQLite file whose Optuna tables do not exist yet
+            con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+    else:
+        db.write_bytes(content)
+    line = one_line_error(
+        cli(["status", "half", "--studies-dir", str(tmp_path / "studies")]), capsys.readouterr().err
+    )
+    assert "study.db" in line and "cannot read study 'half'" in line and "retry in a moment" in line
+    if not content:
+        assert db.stat().st_size == 0  # the reader created no schema in the file

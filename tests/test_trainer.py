@@ -3,6 +3,8 @@ the teacher cache removes teacher forwards, bad recipes get one-line errors."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -130,7 +132,13 @@ def test_two_stage_curriculum_resumes_identically_after_interruption(tmp_path: P
     with pytest.raises(Stop):
         run_recipe(interrupted, _options(tmp_path, "part", callbacks=[stop_at_7]))
     assert (tmp_path / "part" / "stage1.pt").exists() and not (tmp_path / "part" / "student.pt").exists()
+    # a process killed inside a checkpoint write leaves its temp file; a fresh one may be a live write
+    stale, fresh = (tmp_path / "part" / "checkpoints" / f".last.pt.{x}.tmp" for x in ("a1", "b2"))
+    stale.write_bytes(b"half a checkpoint")
+    fresh.write_bytes(b"being written")
+    os.utime(stale, (time.time() - 3600,) * 2)
     resumed = run_recipe(interrupted, _options(tmp_path, "part"))
+    assert not stale.exists() and fresh.exists()
     assert resumed.resumed_from == 5  # last checkpoint: end of stage 1 (stage 2 eval at 7 came first)
     a, b = _weights(full.student_path), _weights(resumed.student_path)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

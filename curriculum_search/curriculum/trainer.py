@@ -50,7 +50,7 @@ from curriculum_search.models import (
     save_checkpoint,
     save_detector,
 )
-from curriculum_search.utils.io import atomic_write_text, stable_hash
+from curriculum_search.utils.io import atomic_write_text, stable_hash, sweep_temp_files
 from curriculum_search.utils.runtime import (
     pick_device,
     rng_state,
@@ -223,6 +223,9 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
     ckpt_dir = out / "checkpoints"
     if dist.main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (out, ckpt_dir):  # partial writes of a killed earlier run of this folder
+            if swept := sweep_temp_files(folder):
+                log.info("removed %d unfinished file(s) of an interrupted write in %s", swept, folder)
         from curriculum_search.curriculum.recipe import save_recipe
 
         save_recipe(recipe, out / "recipe.yaml")

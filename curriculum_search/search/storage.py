@@ -193,3 +193,11 @@ def load_study_readonly(spec: StorageSpec, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=open_readonly(spec))
     except KeyError:
         raise StudyError(f"{spec.display}: no study named {name!r}") from None
+    except StudyError:
+        raise
+    except Exception as exc:  # e.g. read while another process is still creating the schema
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise StudyError(
+            f"{spec.display}: cannot read study {name!r} ({type(exc).__name__}: {first}); if it is "
+            "being created right now, retry in a moment, otherwise the file is not an Optuna study"
+        ) from exc

@@ -38,6 +38,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def sweep_temp_files(folder: str | Path, min_age_s: float = 300.0) -> int:
+    """Delete the temporary files :func:`atomic_write_bytes` leaves behind when its process is
+    killed mid-write (``.<name>.<random>.tmp``) in ``folder``; files younger than ``min_age_s``
+    may belong to a write in progress and are kept. Returns how many were deleted."""
+    import time
+
+    now, n = time.time(), 0
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime >= min_age_s:
+                tmp.unlink()
+                n += 1
+        except OSError:  # gone already (another sweeper) or not ours to delete
+            continue
+    return n
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
