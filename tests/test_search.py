@@ -290,6 +290,60 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing(tmp_path: Path):
     assert "resuming" in log
 
 
+def _trial_worker_pids(job_file: Path) -> list[int]:
+    pids = []
+    for proc_dir in Path("/proc").iterdir():
+        if proc_dir.name.isdigit():
+            try:
+                cmd = (proc_dir / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(job_file).encode() in cmd and b"curriculum_search.search.trial_worker" in cmd:
+                pids.append(int(proc_dir.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to find the trial process")
+def test_a_trial_process_killed_by_sigkill_is_retried_once_from_its_checkpoint(tmp_path: Path):
+    """The OOM killer (or an operator) SIGKILLs one trial process; the coordinator survives."""
+    space_file = write_space(
+        tmp_path, trials=4, proxy={"iterations": 16, "train_subset": 16, "val_subset": 8, "eval_every": 8}
+    )
+    studies = tmp_path / "studies"
+    killed: dict[str, int] = {}
+
+    def kill_one_trial_after_its_checkpoint() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            time.sleep(0.2)
+            for ckpt in studies.glob("tiny/trials/*/checkpoints/last.pt"):
+                for job in ckpt.parent.parent.glob("job-*.json"):
+                    number = int(job.stem.split("-")[1])
+                    for pid in _trial_worker_pids(job):
+                        os.kill(pid, signal.SIGKILL)
+                        killed["number"] = number
+                    if killed:
+                        return
+
+    import threading
+
+    killer = threading.Thread(target=kill_one_trial_after_its_checkpoint, daemon=True)
+    killer.start()
+    summary = run_search(load_space(space_file), opts(studies, space_file))
+    killer.join(timeout=1)
+    assert killed, "no trial reached a checkpoint in time"
+    trials = _load(tmp_path).get_trials()
+    victim = next(t for t in trials if t.number == killed["number"])
+    assert victim.state == TrialState.FAIL and victim.user_attrs["requeued"]
+    assert "killed (out of memory?)" in victim.user_attrs["failure_reason"]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].user_attrs["retry_reason"] == "killed"
+    assert retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert summary.finished == 4  # the killed attempt does not count; its retry does
+    log = (studies / "tiny" / retry[0].user_attrs["run_dir"] / "trial.log").read_text()
+    assert "resuming" in log
+
+
 def test_zoo_list_shows_teachers_and_the_student_alone_reference(
     study_dir: Path, capsys: pytest.CaptureFixture[str]
 ):

@@ -177,13 +177,7 @@ def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int
     retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.number not in retried:  # retry first: killed before the FAIL below, it is not doubled
-            attrs = {
-                k: v
-                for k, v in t.user_attrs.items()
-                if k in ("baseline", "curriculum", "curriculum_key", "description")
-            }
-            attrs["retry_of"] = t.number
-            study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+            _enqueue_retry(study, t.number, t.params, t.user_attrs)
         study._storage.set_trial_user_attr(
             t._trial_id, "failure_reason", "interrupted: the process running it stopped"
         )
@@ -193,6 +187,20 @@ def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int
     if n:
         echo(f"re-queued {n} interrupted trial(s); they resume from their last checkpoint")
     return n
+
+
+def _enqueue_retry(
+    study: optuna.Study, number: int, params: dict[str, Any], attrs: dict[str, Any], reason: str | None = None
+) -> None:
+    """Queue trial ``number``'s curriculum again; its run folder is keyed by the curriculum, so
+    the retry resumes from the last checkpoint."""
+    keep = {
+        k: v for k, v in attrs.items() if k in ("baseline", "curriculum", "curriculum_key", "description")
+    }
+    keep["retry_of"] = number
+    if reason:
+        keep["retry_reason"] = reason
+    study.enqueue_trial(params, user_attrs=keep, skip_if_exists=False)
 
 
 def _finished_count(study: optuna.Study) -> int:
@@ -387,7 +395,8 @@ def _coordinate(
                     continue
                 del running[number]
                 line = _finish(study, r)
-                bar.update(1)
+                if not r.trial.user_attrs.get("requeued"):  # a re-queued trial is counted by its retry
+                    bar.update(1)
                 it_bar.reset()
                 opts.echo(line) if not opts.progress else bar.write(line)
             for trial, choice in list(waiting_reuse):
@@ -619,8 +628,15 @@ def _finish(study: optuna.Study, r: _Running) -> str:
         result = json.loads((r.run_dir / RESULT_FILE).read_text())
     except (OSError, ValueError):
         code = r.proc.returncode
-        why = "killed (out of memory?)" if code in (-9, 137) else f"crashed with exit code {code}"
+        killed = code in (-9, 137)
+        why = "killed (out of memory?)" if killed else f"crashed with exit code {code}"
         result = {"state": "fail", "reason": f"trial process {why}; see {r.run_dir / 'trial.log'}"}
+        # SIGKILL is mostly the OOM killer or an operator, rarely the curriculum itself: retry once
+        # (from the last checkpoint); a retry that is killed again fails for good
+        if killed and trial.user_attrs.get("retry_reason") != "killed":
+            _enqueue_retry(study, trial.number, trial.params, trial.user_attrs, reason="killed")
+            trial.set_user_attr("requeued", True)
+            result["reason"] += "; re-queued once, the retry resumes from the last checkpoint"
     label = trial.user_attrs.get("baseline") or "search"
     desc = r.choice.describe()
     if result["state"] == "complete":
