@@ -56,11 +56,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CLASSES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
 STUDY = "soak"
 MODES = ("group", "write", "worker")
 #: Files whose (re)writing means the job made progress that a restart keeps.
@@ -69,45 +70,18 @@ PROGRESS_NAMES = ("result.json", "info.json", "metrics.json")
 
 # -- the study -------------------------------------------------------------------------------------
 def make_space(short: bool) -> dict[str, Any]:
-    """A tiny search space on 64 px synthetic shapes: two zoo teachers, FCOS MobileNetV3 student."""
-
-    def teacher(fpn: int) -> dict[str, Any]:
-        spec = {
-            "arch": "fcos",
-            "backbone": "resnet10t",
-            "num_classes": 6,
-            "class_names": CLASSES,
-            "fpn_channels": fpn,
-            "image_size": 64,
-            "head_convs": 1,
-        }
-        return {"zoo": {"spec": spec, "iterations": 8, "batch_size": 4}}
-
-    return {
-        "name": STUDY,
-        "seed": 0,
-        "data": {
-            "kind": "synthetic",
-            "synthetic": {"num_train": 24, "num_val": 8, "image_size": 64, "seed": 2},
-            "image_size": 64,
-        },
-        "student": {
-            "arch": "fcos",
-            "backbone": "mobilenetv3_small_050",
-            "num_classes": 6,
-            "class_names": CLASSES,
-            "fpn_channels": 16,
-            "image_size": 64,
-            "head_convs": 1,
-        },
-        "teachers": {"a": teacher(16), "b": teacher(32)},
-        "proxy": {"iterations": 12 if short else 16, "train_subset": 16, "val_subset": 8, "eval_every": 6},
-        "full": {"iterations": 24 if short else 48},
-        "search": {"n_stages": [1, 2], "feature_losses": ["mgd", "mse"], "pseudo": [False]},
-        "pruner": {"name": "none"},
-        "trials": 4 if short else 10,
-        "train": {"batch_size": 4, "checkpoint_every": 2, "warmup_iterations": 1, "threads": 1},
-    }
+    """The smoke-test space (``space/tiny.yaml``: 64 px synthetic shapes, two tiny zoo teachers,
+    FCOS MobileNetV3 student) with longer trials, so that kills land inside them."""
+    space = yaml.safe_load((ROOT / "space" / "tiny.yaml").read_text())
+    for entry in space["teachers"].values():
+        entry["zoo"]["iterations"] = 8
+    space.update(
+        name=STUDY,
+        proxy={"iterations": 12 if short else 16, "train_subset": 16, "val_subset": 8, "eval_every": 6},
+        full={"iterations": 24 if short else 48},
+        trials=4 if short else 10,
+    )
+    return space
 
 
 @dataclass

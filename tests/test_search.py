@@ -22,47 +22,8 @@ from curriculum_search.errors import StudyError
 from curriculum_search.search.service import SearchOptions, export_recipe, list_studies, run_search
 from curriculum_search.search.space import load_space
 
-CLASSES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
-
-
-def _teacher(fpn: int, iters: int) -> dict:
-    spec = {
-        "arch": "fcos",
-        "backbone": "resnet10t",
-        "num_classes": 6,
-        "class_names": CLASSES,
-        "fpn_channels": fpn,
-        "image_size": 64,
-        "head_convs": 1,
-    }
-    return {"zoo": {"spec": spec, "iterations": iters, "batch_size": 4}}
-
-
-TINY = {
-    "name": "tiny",
-    "seed": 0,
-    "data": {
-        "kind": "synthetic",
-        "synthetic": {"num_train": 24, "num_val": 8, "image_size": 64, "seed": 2},
-        "image_size": 64,
-    },
-    "student": {
-        "arch": "fcos",
-        "backbone": "mobilenetv3_small_050",
-        "num_classes": 6,
-        "class_names": CLASSES,
-        "fpn_channels": 16,
-        "image_size": 64,
-        "head_convs": 1,
-    },
-    "teachers": {"a": _teacher(16, 6), "b": _teacher(32, 6)},
-    "proxy": {"iterations": 8, "train_subset": 16, "val_subset": 8, "eval_every": 4},
-    "full": {"iterations": 8},
-    "search": {"n_stages": [1, 2], "feature_losses": ["mgd", "mse"], "pseudo": [False]},
-    "pruner": {"name": "none"},
-    "trials": 6,
-    "train": {"batch_size": 4, "checkpoint_every": 2, "warmup_iterations": 1, "threads": 1},
-}
+#: The smoke-test space shipped with the product (space/tiny.yaml): 64 px, two tiny teachers.
+TINY: dict = yaml.safe_load((Path(__file__).resolve().parent.parent / "space" / "tiny.yaml").read_text())
 
 
 def write_space(tmp: Path, **changes) -> Path:
@@ -202,7 +163,9 @@ def test_listing_and_status(study_dir: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_changed_teacher_pool_is_refused(study_dir: Path, tmp_path: Path):
-    space_file = write_space(tmp_path, teachers={"a": _teacher(16, 7), "b": _teacher(32, 6)})
+    teachers = json.loads(json.dumps(TINY["teachers"]))
+    teachers["a"]["zoo"]["iterations"] = 7
+    space_file = write_space(tmp_path, teachers=teachers)
     with pytest.raises(StudyError, match="teacher pool of study 'tiny' changed"):
         run_search(load_space(space_file), opts(study_dir / "studies", space_file))
 
@@ -264,6 +227,11 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing(tmp_path: Path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     time.sleep(0.5)
+    # the trial seen running may have finished between that look and the kill: the victim is the
+    # trial the dead coordinator left RUNNING (states cannot change any more)
+    left_running = [t for t in _load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
+    assert len(left_running) == 1, [t.state for t in _load(tmp_path).get_trials()]
+    victim = left_running[0]
     before = {
         t.number: (t.state, t.value, t.params)
         for t in _load(tmp_path).get_trials()
