@@ -428,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="full runs trained at the same time, one process each (default: CPU cores / --threads, "
-        "so 2 with --threads 1 on 2 cores; 1 without --threads)",
+        "so 2 on a 2-core CPU with the CPU sizes' 1 thread; 1 when --threads is the library's choice, "
+        "as on --size gpu)",
     )
     return p
 
