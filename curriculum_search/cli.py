@@ -46,7 +46,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="folder holding studies, the teacher zoo and caches (default: ./studies or $CURRICULUM_SEARCH_STUDIES)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars, warnings only (bars are shown only on a terminal; in a log file a "
+        "progress line is written every minute instead)",
+    )
 
 
 def _runtime(p: argparse.ArgumentParser) -> None:
@@ -247,6 +253,11 @@ def _setup_logging(args: argparse.Namespace) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _progress_bars(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal only: redirected to a file they would fill it with redraws."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _cache_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from curriculum_search.distill.cache import CacheConfig
 
@@ -272,7 +283,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base_dir=_recipe_base(args.recipe, args.studies_dir, recipe),
         source=args.recipe,
         cache=_cache_config(args),
-        progress=not args.quiet,
+        progress=_progress_bars(args),
         device=args.device,
         threads=args.threads,
     )

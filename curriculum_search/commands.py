@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from curriculum_search.cli import _cache_config
+from curriculum_search.cli import _cache_config, _progress_bars
 from curriculum_search.errors import ConfigError, StudyError
 
 
@@ -30,7 +30,7 @@ def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no
         device=args.device,
         threads=args.threads,
         cache=_cache_config(args),
-        progress=not args.quiet,
+        progress=_progress_bars(args),
         seed=getattr(args, "seed", None),
         space_file=space_file,
     )
@@ -45,7 +45,7 @@ def _build_zoo(space, args: argparse.Namespace) -> None:  # type: ignore[no-unty
         cache=_cache_config(args),
         device=args.device,
         threads=args.threads,
-        progress=not args.quiet,
+        progress=_progress_bars(args),
         source=args.space,
     )
     print(format_pool(infos))

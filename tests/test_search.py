@@ -21,6 +21,7 @@ from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.errors import StudyError
 from curriculum_search.search.service import SearchOptions, export_recipe, list_studies, run_search
 from curriculum_search.search.space import load_space
+from curriculum_search.search.storage import load_study_readonly, storage_spec
 
 #: The smoke-test space shipped with the product (space/tiny.yaml): 64 px, two tiny teachers.
 TINY: dict = yaml.safe_load((Path(__file__).resolve().parent.parent / "space" / "tiny.yaml").read_text())
@@ -205,33 +206,43 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing(tmp_path: Path):
     db = studies / "tiny" / "study.db"
     deadline = time.time() + 300
     victim = None
+
+    def trial_past_a_checkpoint():  # a RUNNING trial with a checkpoint, once some trial is COMPLETE
+        # read-only, like `status`: a plain optuna.load_study would race the coordinator's schema creation
+        trials = load_study_readonly(storage_spec(studies, "tiny", None), "tiny").get_trials()
+        if not any(t.state == TrialState.COMPLETE for t in trials):
+            return None
+        running = [t for t in trials if t.state == TrialState.RUNNING and "run_dir" in t.user_attrs]
+        return next(
+            (
+                t
+                for t in running
+                if (studies / "tiny" / t.user_attrs["run_dir"] / "checkpoints" / "last.pt").exists()
+            ),
+            None,
+        )
+
     try:
         while time.time() < deadline and victim is None:
             time.sleep(0.5)
             if not db.exists():
                 continue
             try:
-                study = _load(tmp_path)
-            except KeyError:  # database created, study not yet
+                if trial_past_a_checkpoint() is None:
+                    continue
+            except StudyError:  # database created, study not yet
                 continue
-            done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
-            running = [
-                t for t in study.get_trials() if t.state == TrialState.RUNNING and "run_dir" in t.user_attrs
-            ]
-            for t in running:
-                ckpt = studies / "tiny" / t.user_attrs["run_dir"] / "checkpoints" / "last.pt"
-                if done and ckpt.exists():
-                    victim = t
+            os.killpg(proc.pid, signal.SIGSTOP)  # freeze coordinator + trial, then look again:
+            victim = trial_past_a_checkpoint()  # what we see now is what the kill leaves behind
+            if victim is None:
+                os.killpg(proc.pid, signal.SIGCONT)
         assert victim is not None, "no trial reached a checkpoint in time"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     time.sleep(0.5)
-    # the trial seen running may have finished between that look and the kill: the victim is the
-    # trial the dead coordinator left RUNNING (states cannot change any more)
-    left_running = [t for t in _load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
-    assert len(left_running) == 1, [t.state for t in _load(tmp_path).get_trials()]
-    victim = left_running[0]
+    left_running = [t.number for t in _load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
+    assert left_running == [victim.number]
     before = {
         t.number: (t.state, t.value, t.params)
         for t in _load(tmp_path).get_trials()
@@ -332,3 +343,24 @@ def test_zoo_list_shows_teachers_and_the_student_alone_reference(
     assert "(student alone)" in out and "reference" in out
     rows = [ln for ln in out.splitlines() if ln.startswith(("a ", "b "))]
     assert len(rows) == 2 and all("ready" in r and "M" in r for r in rows)  # params column filled
+
+
+def test_workers_starting_together_on_a_fresh_database_all_open_it(tmp_path: Path):
+    """Optuna's schema creation races when several processes open a new database at once (one of
+    them fails on CREATE TABLE or the alembic_version row); open_storage retries."""
+    code = (
+        "import sys; from pathlib import Path; "
+        "from curriculum_search.search.storage import open_storage, storage_spec; "
+        "open_storage(storage_spec(Path(sys.argv[1]), 'race', None)); print('opened')"
+    )
+    for round_ in range(3):
+        root = tmp_path / f"r{round_}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for _ in range(4)
+        ]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [err.decode()[-300:] for _, err in outs]
+        assert all(out.strip() == b"opened" for out, _ in outs)

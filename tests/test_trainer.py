@@ -199,3 +199,34 @@ def test_head_kd_between_incompatible_heads_is_refused(tmp_path: Path, teacher_c
     recipe = recipe.replace(teachers={"a": TeacherRef(checkpoint=str(other))})
     with pytest.raises(ConfigError, match=r"stages\[0\]\.response: head KD needs teacher 'a'"):
         run_recipe(recipe, _options(tmp_path, "x"))
+
+
+def test_without_a_progress_bar_progress_is_logged_as_lines(
+    tmp_path: Path, teacher_ckpt: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """In a log file (no terminal) the trainer writes plain progress lines instead of bar redraws."""
+    import curriculum_search.curriculum.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "LOG_EVERY_S", 0.0)
+    with caplog.at_level("INFO", logger=trainer_mod.__name__):
+        run_recipe(_two_stage(teacher_ckpt), _options(tmp_path, "logged"))
+    lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
+    assert lines[0].startswith("t: iteration 1/9 (stage 1/2), loss ")
+    assert lines[-1].startswith("t: iteration 9/9 (stage 2/2), loss ")
+
+
+def test_cli_shows_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch):
+    import argparse
+    import io
+
+    from curriculum_search.cli import _progress_bars
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert not _progress_bars(argparse.Namespace(quiet=False))
+    monkeypatch.setattr("sys.stderr", Tty())
+    assert _progress_bars(argparse.Namespace(quiet=False))
+    assert not _progress_bars(argparse.Namespace(quiet=True))

@@ -61,6 +61,9 @@ from curriculum_search.utils.runtime import (
 
 log = logging.getLogger(__name__)
 
+#: Without a progress bar, a progress line is logged at most this often (seconds).
+LOG_EVERY_S = 60.0
+
 TRAIN_FORMAT = "curriculum_search/train-v1"
 
 EvalCallback = Callable[[int, EvalResult], None]
@@ -267,6 +270,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
     teacher_cache: dict[str, Detector] = {}
     forwards = 0
     autocast, scaler = _amp(device, cfg.amp)
+    last_log = time.monotonic()
     bar = tqdm(
         total=total,
         initial=resumed_from,
@@ -361,6 +365,19 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                 scheduler.step()
                 g = bounds[k] + step + 1
                 bar.update(1)
+                if bar.disable and dist.main and time.monotonic() - last_log >= LOG_EVERY_S:
+                    last_log = (
+                        time.monotonic()
+                    )  # no bar (a log file, -q, a trial process): a line now and then
+                    log.info(
+                        "%s: iteration %d/%d (stage %d/%d), loss %.3f",
+                        recipe.name,
+                        g,
+                        total,
+                        k + 1,
+                        len(recipe.stages),
+                        float(loss.detach()),
+                    )
                 if options.progress_file is not None and (g % 5 == 0 or g == total):
                     _write_progress(options.progress_file, g, total, k, float(loss.detach()), dist)
                 if g % 10 == 0 or step == start:

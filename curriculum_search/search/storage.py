@@ -14,9 +14,11 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import optuna
@@ -77,6 +79,25 @@ def storage_spec(studies_root: Path, name: str, storage: str | None) -> StorageS
     return StorageSpec(storage, study_dir)
 
 
+#: Errors of two processes creating Optuna's schema in a fresh database at the same moment (SQLite,
+#: PostgreSQL): the loser's CREATE TABLE / alembic_version INSERT fails; a retry finds the tables.
+_SCHEMA_RACE = ("already exists", "unique constraint failed: alembic_version", "duplicate key value")
+
+
+def _rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> RDBStorage:
+    """``RDBStorage(url, **kwargs)``, retried when another process was creating the schema."""
+    import random
+
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, **kwargs)
+        except Exception as exc:
+            if attempt + 1 == attempts or not any(m in str(exc).lower() for m in _SCHEMA_RACE):
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
+    raise AssertionError("unreachable")
+
+
 def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
     """Open the storage for writing (creates the SQLite file / journal if needed)."""
     if spec.journal_path is not None:
@@ -85,7 +106,7 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
     if spec.sqlite_path is not None:
         spec.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         _enable_wal(spec.sqlite_path)
-        return RDBStorage(spec.url, engine_kwargs={"connect_args": {"timeout": 120}})
+        return _rdb_storage(spec.url, engine_kwargs={"connect_args": {"timeout": 120}})
     kwargs: dict[str, object] = {}
     if heartbeat:
         kwargs = dict(
@@ -94,7 +115,7 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
             failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
         )
     try:
-        return RDBStorage(spec.url, engine_kwargs={"pool_pre_ping": True}, **kwargs)  # type: ignore[arg-type]
+        return _rdb_storage(spec.url, engine_kwargs={"pool_pre_ping": True}, **kwargs)  # type: ignore[arg-type]
     except ImportError as exc:
         raise StudyError(
             f"{spec.display}: database driver missing ({exc}); install curriculum_search[postgres]"
