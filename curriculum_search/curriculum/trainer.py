@@ -365,10 +365,9 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                 scheduler.step()
                 g = bounds[k] + step + 1
                 bar.update(1)
+                # no bar (a log file, -q, a trial process): a progress line now and then instead
                 if bar.disable and dist.main and time.monotonic() - last_log >= LOG_EVERY_S:
-                    last_log = (
-                        time.monotonic()
-                    )  # no bar (a log file, -q, a trial process): a line now and then
+                    last_log = time.monotonic()
                     log.info(
                         "%s: iteration %d/%d (stage %d/%d), loss %.3f",
                         recipe.name,

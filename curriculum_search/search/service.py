@@ -177,7 +177,7 @@ def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int
     retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.number not in retried:  # retry first: killed before the FAIL below, it is not doubled
-            _enqueue_retry(study, t.number, t.params, t.user_attrs)
+            _enqueue_retry(study, t)
         study._storage.set_trial_user_attr(
             t._trial_id, "failure_reason", "interrupted: the process running it stopped"
         )
@@ -189,18 +189,18 @@ def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int
     return n
 
 
-def _enqueue_retry(
-    study: optuna.Study, number: int, params: dict[str, Any], attrs: dict[str, Any], reason: str | None = None
-) -> None:
-    """Queue trial ``number``'s curriculum again; its run folder is keyed by the curriculum, so
-    the retry resumes from the last checkpoint."""
+def _enqueue_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str | None = None) -> None:
+    """Queue ``trial``'s curriculum again; its run folder is keyed by the curriculum, so the retry
+    resumes from the last checkpoint."""
     keep = {
-        k: v for k, v in attrs.items() if k in ("baseline", "curriculum", "curriculum_key", "description")
+        k: v
+        for k, v in trial.user_attrs.items()
+        if k in ("baseline", "curriculum", "curriculum_key", "description")
     }
-    keep["retry_of"] = number
+    keep["retry_of"] = trial.number
     if reason:
         keep["retry_reason"] = reason
-    study.enqueue_trial(params, user_attrs=keep, skip_if_exists=False)
+    study.enqueue_trial(trial.params, user_attrs=keep, skip_if_exists=False)
 
 
 def _finished_count(study: optuna.Study) -> int:
@@ -634,7 +634,7 @@ def _finish(study: optuna.Study, r: _Running) -> str:
         # SIGKILL is mostly the OOM killer or an operator, rarely the curriculum itself: retry once
         # (from the last checkpoint); a retry that is killed again fails for good
         if killed and trial.user_attrs.get("retry_reason") != "killed":
-            _enqueue_retry(study, trial.number, trial.params, trial.user_attrs, reason="killed")
+            _enqueue_retry(study, trial, reason="killed")
             trial.set_user_attr("requeued", True)
             result["reason"] += "; re-queued once, the retry resumes from the last checkpoint"
     label = trial.user_attrs.get("baseline") or "search"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -86,8 +87,6 @@ _SCHEMA_RACE = ("already exists", "unique constraint failed: alembic_version", "
 
 def _rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> RDBStorage:
     """``RDBStorage(url, **kwargs)``, retried when another process was creating the schema."""
-    import random
-
     for attempt in range(attempts):
         try:
             return RDBStorage(url, **kwargs)

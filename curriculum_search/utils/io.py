@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,6 @@ def sweep_temp_files(folder: str | Path, min_age_s: float = 300.0) -> int:
     """Delete the temporary files :func:`atomic_write_bytes` leaves behind when its process is
     killed mid-write (``.<name>.<random>.tmp``) in ``folder``; files younger than ``min_age_s``
     may belong to a write in progress and are kept. Returns how many were deleted."""
-    import time
-
     now, n = time.time(), 0
     for tmp in Path(folder).glob(".*.tmp"):
         try:
