@@ -29,7 +29,6 @@ from curriculum_search.errors import StudyError
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-CLASSES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
 PAGES = ("Overview", "Curricula", "Parameters", "Trials", "Baselines & full run")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -45,62 +44,25 @@ def _bench() -> ModuleType:
     return mod
 
 
-def _tiny_space() -> dict:
-    def detector(backbone: str, fpn: int) -> dict:
-        return {
-            "arch": "fcos",
-            "backbone": backbone,
-            "num_classes": 6,
-            "class_names": CLASSES,
-            "fpn_channels": fpn,
-            "image_size": 64,
-            "head_convs": 1,
-        }
-
-    return {
-        "name": "tiny",
-        "seed": 0,
-        "data": {
-            "kind": "synthetic",
-            "synthetic": {"num_train": 24, "num_val": 8, "image_size": 64, "seed": 2},
-            "image_size": 64,
-        },
-        "student": detector("mobilenetv3_small_050", 16),
-        "teachers": {
-            "a": {"zoo": {"spec": detector("resnet10t", 16), "iterations": 6, "batch_size": 4}},
-            "b": {"zoo": {"spec": detector("resnet10t", 32), "iterations": 6, "batch_size": 4}},
-        },
-        "proxy": {"iterations": 8, "train_subset": 16, "val_subset": 8, "eval_every": 4},
-        "full": {"iterations": 8},
-        "search": {"n_stages": [1, 2], "feature_losses": ["mgd", "mse"], "pseudo": [False]},
-        "pruner": {"name": "median", "params": {"n_startup_trials": 2}},
-        "trials": 7,
-        "train": {"batch_size": 4, "checkpoint_every": 4, "warmup_iterations": 1, "threads": 1},
-    }
-
-
 @pytest.fixture(scope="module")
 def real_studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny study run by the search service (baselines + searched trials) and its full run."""
-    from curriculum_search.distill.cache import CacheConfig
-    from curriculum_search.search.service import SearchOptions, run_full, run_search
+    from curriculum_search.search.service import run_full, run_search
     from curriculum_search.search.space import load_space
+    from tests.test_search import TINY, opts, write_space
 
     tmp = tmp_path_factory.mktemp("dash_real")
-    space_file = tmp / "tiny.yaml"
-    space_file.write_text(yaml.safe_dump(_tiny_space()))
-    studies = tmp / "studies"
-    opts = SearchOptions(
-        studies_root=studies,
-        cache=CacheConfig(root=studies / "_cache" / "teachers"),
-        progress=False,
-        threads=1,
-        space_file=space_file,
-        echo=lambda s: None,
+    space_file = write_space(  # space/tiny.yaml with median pruning and 7 trials
+        tmp,
+        pruner={"name": "median", "params": {"n_startup_trials": 2}},
+        trials=7,
+        train={**TINY["train"], "checkpoint_every": 4},
     )
+    studies = tmp / "studies"
+    options = opts(studies, space_file)
     space = load_space(space_file)
-    run_search(space, opts)
-    run_full(space, opts)
+    run_search(space, options)
+    run_full(space, options)
     return studies
 
 
