@@ -119,6 +119,28 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="override the space's seed")
 
 
+def _selection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("selection (overrides the space file's `selection` block)")
+    g.add_argument(
+        "--shortlist", type=int, default=None, help="searched curricula raced against the best baseline"
+    )
+    g.add_argument(
+        "--rungs",
+        default=None,
+        help="race budgets as fractions of full.iterations, comma-separated, ending with 1 (e.g. 0.5,1)",
+    )
+    g.add_argument(
+        "--race-seeds", default=None, help="seeds per rung, comma-separated (e.g. 2,3; >= 2 at the last rung)"
+    )
+    g.add_argument("--margin", type=float, default=None, help="AP a challenger must win by (lower bound)")
+    g.add_argument(
+        "--confidence",
+        type=float,
+        default=None,
+        help="two-sided confidence of the paired intervals (e.g. 0.9)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="curriculum_search",
@@ -133,13 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="search (or resume) -> full run of the best curriculum -> export (the main job)",
-        description="Build missing zoo teachers, run or resume the search, train the best curriculum at full length and export it to STUDIES_DIR/NAME/best_recipe.yaml.",
+        help="search (or resume) -> select (race the best curricula against the best baseline) -> ship (the main job)",
+        description="Build missing zoo teachers, run or resume the search, race the shortlist against the best "
+        "baseline on common seeds (selection), and ship the winner's full-length student to "
+        "STUDIES_DIR/NAME/full/ with its held-out report and STUDIES_DIR/NAME/best_recipe.yaml.",
     )
     _search_args(p)
     p.add_argument(
-        "--skip-full", action="store_true", help="stop after the search and export (no full-length run)"
+        "--skip-full",
+        action="store_true",
+        help="stop after the search and export its best proxy trial (no selection, no full-length run)",
     )
+    _selection_args(p)
+    _runtime(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "select",
+        help="race the search's best curricula against the best baseline, then ship the winner (resumable)",
+        description="Selection only (the search must have run): shortlist the best searched curricula by "
+        "their noise-aware proxy score, race them against the best baseline on common seeds at "
+        "increasing budgets up to the full length, keep the baseline unless a challenger's paired "
+        "AP difference clears the margin, and write STUDIES_DIR/NAME/full/. Re-run with a bigger "
+        "budget (--shortlist, --seeds) to re-select without re-searching: finished race runs are reused.",
+    )
+    _search_args(p)
+    _selection_args(p)
     _runtime(p)
     _common(p)
 
@@ -209,8 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="also list the studies of this storage URL")
     _common(p)
 
-    p = sub.add_parser("status", help="details of one study: trials, best curriculum, full run")
+    p = sub.add_parser(
+        "status", help="details of one study: trials, selection decision, held-out report, full run"
+    )
     p.add_argument("name", help="study name")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (selection decision, fidelity diagnostics, final held-out report)",
+    )
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: the study's SQLite file)")
     _common(p)
 

@@ -14,7 +14,36 @@ from curriculum_search.errors import ConfigError, StudyError
 def _space(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from curriculum_search.search.space import load_space
 
-    return load_space(args.space)
+    space = load_space(args.space)
+    return _with_selection(space, args)
+
+
+def _with_selection(space, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The space with the command line's selection overrides, validated like the file."""
+    import dataclasses
+
+    from curriculum_search.utils.config import FieldError
+
+    over: dict[str, object] = {}
+    for opt, key in (("shortlist", "shortlist"), ("margin", "margin"), ("confidence", "confidence")):
+        if getattr(args, opt, None) is not None:
+            over[key] = getattr(args, opt)
+    for opt, key, kind in (("rungs", "rungs", float), ("race_seeds", "seeds", int)):
+        raw = getattr(args, opt, None)
+        if raw is not None:
+            try:
+                over[key] = tuple(kind(x) for x in str(raw).split(","))
+            except ValueError:
+                raise ConfigError(
+                    None, f"--{opt.replace('_', '-')}", f"expected comma-separated numbers, got {raw!r}"
+                ) from None
+    if not over:
+        return space
+    try:
+        sel = dataclasses.replace(space.selection, **over)
+        return dataclasses.replace(space, selection=sel)
+    except FieldError as exc:
+        raise ConfigError(None, f"selection.{exc.field}", exc.message) from None
 
 
 def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no-untyped-def]
@@ -64,12 +93,17 @@ def cmd_search(args: argparse.Namespace, *, full: bool = False) -> int:
         raise StudyError(
             f"study {summary.study_name!r}: no trial completed; see studies/{summary.study_name}/trials/*/trial.log"
         )
-    print(f"best: trial #{summary.best_trial} AP {summary.best_value:.4f}  {summary.best_description}")
+    print(
+        f"search: best proxy value trial #{summary.best_trial} AP {summary.best_value:.4f}  {summary.best_description}"
+        "  (one short run: the selection decides what ships)"
+    )
     study_dir = args.studies_dir / summary.study_name
     if full:
         result = run_full(space, opts)
         m = result.metrics
-        print(f"full run: AP {m.ap:.4f}  AP50 {m.ap50:.4f}  AP75 {m.ap75:.4f}")
+        print(
+            f"full run ({m.get('split')} split): AP {m.get('ap', float('nan')):.4f}  AP50 {m.get('ap50', float('nan')):.4f}"
+        )
         print(f"student weights: {result.student_path}")
     else:
         from curriculum_search.search.service import export_recipe
@@ -84,6 +118,16 @@ def cmd_search(args: argparse.Namespace, *, full: bool = False) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     return cmd_search(args, full=not args.skip_full)
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from curriculum_search.search.fullrun import run_full
+
+    space = _space(args)
+    result = run_full(space, _opts(args, args.space))
+    print(f"student weights: {result.student_path}")
+    print(f"recipe: {args.studies_dir / result.outcome.study_name / 'best_recipe.yaml'}")
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -123,9 +167,14 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from curriculum_search.search.service import study_status
+    import json
 
-    print(study_status(args.name, args.studies_dir, args.storage))
+    from curriculum_search.search.listing import status_json, study_status
+
+    if args.json:
+        print(json.dumps(status_json(args.name, args.studies_dir, args.storage), indent=2))
+    else:
+        print(study_status(args.name, args.studies_dir, args.storage))
     return 0
 
 
@@ -154,6 +203,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 HANDLERS = {
     "run": cmd_run,
+    "select": cmd_select,
     "search": cmd_search,
     "worker": cmd_worker,
     "export": cmd_export,

@@ -55,7 +55,7 @@ def _info_path(space: SearchSpace, name: str, studies_root: Path) -> Path:
     entry = space.teachers[name]
     if entry.zoo is not None:
         return zoo_checkpoint_path(space, name, studies_root).with_name("info.json")
-    key = stable_hash({"pool": pool_hash(space), "name": name, "data": str(space.data)})
+    key = stable_hash({"pool": pool_hash(space), "name": name, "data": str(space.split_data("selection"))})
     return studies_root / "_zoo" / "_info" / f"{name}-{key}.json"
 
 
@@ -92,7 +92,7 @@ def supervised_recipe(space: SearchSpace, name: str, z: ZooTrain) -> Recipe:
         name=name,
         student=spec,
         stages=(Stage(iterations=z.iterations),),
-        data=space.data,
+        data=space.split_data("selection"),
         train=train,
         seed=z.seed,
     )
@@ -161,7 +161,7 @@ def student_reference(
     key = stable_hash(
         {
             "student": str(space.student),
-            "data": str(space.data),
+            "data": str(space.split_data("selection")),
             "iterations": iters,
             "lr": z.lr,
             "bs": z.batch_size,
@@ -267,7 +267,7 @@ def _measure(
         dev
     )
     data = build_datasets(
-        space.data,
+        space.split_data("selection"),
         class_names=space.student.class_names if space.data.kind == "coco" else None,
         cache_root=studies_root / "_cache",
         base_dir=studies_root,

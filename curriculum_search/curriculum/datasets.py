@@ -40,6 +40,8 @@ def build_datasets(
         paths = ensure_synthetic(cfg.synthetic, cache_root / "data")
         train_images, train_ann = paths.train_images, paths.train_ann
         val_images, val_ann = paths.val_images, paths.val_ann
+        test_images: Path | None = None
+        test_ann: Path | None = None
         unlabeled = paths.unlabeled_dir
     else:
 
@@ -49,6 +51,7 @@ def build_datasets(
         train_images, train_ann, val_images, val_ann = (
             res(k) for k in ("train_images", "train_ann", "val_images", "val_ann")
         )
+        test_images, test_ann = (res("test_images"), res("test_ann")) if cfg.has_test else (None, None)
         unlabeled = res("unlabeled_dir") if cfg.unlabeled_dir else None
     names = list(class_names) if class_names else None
     train_tf = TransformConfig(image_size=cfg.image_size, hflip=cfg.hflip)
@@ -56,17 +59,39 @@ def build_datasets(
     train = CocoDetection(
         train_images, train_ann, train_tf, class_names=names, unlabeled_dir=unlabeled, seed=seed
     )
-    val = CocoDetection(
-        val_images, val_ann, val_tf, class_names=list(train.class_names), include_unlabeled=False
-    )
+    names = list(train.class_names)
     train_ds: Dataset = train  # type: ignore[type-arg]
-    val_ds: Dataset = val  # type: ignore[type-arg]
+    held: list[int] = (
+        holdout_positions(train, cfg.holdout, cfg.subset_seed) if cfg.holdout is not None else []
+    )
+    if held:
+        gone = set(held)
+        train_ds = Subset(train, [i for i in range(len(train)) if i not in gone])
+    val_ds: Dataset  # type: ignore[type-arg]
+    if cfg.eval_split == "holdout":
+        ids = {train.ids[i] for i in held}
+        full = CocoDetection(train_images, train_ann, val_tf, class_names=names, include_unlabeled=False)
+        val_ds = Subset(full, [i for i, image_id in enumerate(full.ids) if image_id in ids])
+    elif cfg.eval_split == "test":
+        assert test_images is not None and test_ann is not None
+        val_ds = CocoDetection(test_images, test_ann, val_tf, class_names=names, include_unlabeled=False)
+    else:
+        val_ds = CocoDetection(val_images, val_ann, val_tf, class_names=names, include_unlabeled=False)
     if cfg.train_subset is not None:
-        train_ds = subset(train, cfg.train_subset, cfg.subset_seed)
+        train_ds = subset(train_ds, cfg.train_subset, cfg.subset_seed)
     if cfg.val_subset is not None:
-        val_ds = subset(val, cfg.val_subset, cfg.subset_seed + 1)
+        val_ds = subset(val_ds, cfg.val_subset, cfg.subset_seed + 1)
     fp = train.fingerprint
     return Datasets(train_ds, val_ds, tuple(train.class_names), fp)
+
+
+def holdout_positions(train: CocoDetection, size: int | float, seed: int) -> list[int]:
+    """Positions of the labeled training images carved out as the holdout split (seeded, sorted)."""
+    labeled = train.labeled_indices()
+    if not labeled:
+        return []
+    chosen = subset(Subset(train, labeled), size, seed + 2).indices
+    return sorted(labeled[int(j)] for j in chosen)
 
 
 def stage_dataset(train: Dataset, *, gt_fraction: float, use_unlabeled: bool, seed: int) -> Dataset:  # type: ignore[type-arg]

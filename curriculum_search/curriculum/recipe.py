@@ -41,6 +41,12 @@ class DataConfig:
     cache; ``kind: coco`` reads ``train_images``/``train_ann`` and ``val_images``/``val_ann``.
     ``unlabeled_dir`` adds images without annotations (used by pseudo-label stages).
     ``train_subset``/``val_subset``: int = that many images, float in (0,1] = fraction, null = all.
+
+    Splits: ``holdout`` carves a seeded set of labeled training images (int = count, float =
+    fraction; seeded by ``subset_seed``) out of training — no stage ever trains on them;
+    ``test_images``/``test_ann`` name an optional test set (COCO only). ``eval_split`` says which
+    images the run evaluates on: ``val`` (default), ``holdout`` (the carve-out) or ``test``;
+    ``val_subset`` applies to that split.
     """
 
     kind: Literal["synthetic", "coco"] = "synthetic"
@@ -55,22 +61,54 @@ class DataConfig:
     train_subset: int | float | None = None
     val_subset: int | float | None = None
     subset_seed: int = 0
+    test_images: str | None = None
+    test_ann: str | None = None
+    holdout: int | float | None = None
+    eval_split: Literal["val", "holdout", "test"] = "val"
 
     def __post_init__(self) -> None:
         if self.kind == "coco":
             for key in ("train_images", "train_ann", "val_images", "val_ann"):
                 check(getattr(self, key) is not None, key, "required when kind is coco")
         check(
+            (self.test_images is None) == (self.test_ann is None),
+            "test_ann" if self.test_ann is None else "test_images",
+            "give both test_images and test_ann (or neither)",
+        )
+        check(
+            self.test_images is None or self.kind == "coco",
+            "test_images",
+            "a test set needs kind: coco (the synthetic data has train and val only)",
+        )
+        check(
+            self.eval_split != "holdout" or self.holdout is not None,
+            "eval_split",
+            "holdout needs data.holdout (how many training images to carve out)",
+        )
+        check(
+            self.eval_split != "test" or self.test_images is not None,
+            "eval_split",
+            "test needs data.test_images and data.test_ann",
+        )
+        _check_size("holdout", self.holdout)
+        check(
             self.image_size >= 32 and self.image_size % 32 == 0,
             "image_size",
             "must be a multiple of 32, >= 32",
         )
         for key in ("train_subset", "val_subset"):
-            v = getattr(self, key)
-            if isinstance(v, float):
-                check(0 < v <= 1, key, f"a fraction must be in (0, 1], got {v}")
-            elif isinstance(v, int):
-                check(v >= 1, key, f"must be >= 1, got {v}")
+            _check_size(key, getattr(self, key))
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_images is not None
+
+
+def _check_size(key: str, v: int | float | None) -> None:
+    if isinstance(v, float):
+        check(0 < v <= 1, key, f"a fraction must be in (0, 1], got {v}")
+    elif isinstance(v, int):
+        check(v >= 1, key, f"must be >= 1, got {v}")
 
 
 @dataclass(frozen=True)

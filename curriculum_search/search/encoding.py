@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -687,8 +687,12 @@ def build_recipe(
     proxy: bool,
     seed: int,
     studies_root: str | Path = "studies",
+    split: Literal["selection", "report"] = "selection",
 ) -> Recipe:
     """A complete recipe for ``choice`` trained for ``iterations`` in total.
+
+    The data never trains on the selection split and evaluates on ``split`` (see
+    :meth:`SearchSpace.split_data`).
 
     ``proxy=True`` takes data subsets, image size and ``eval_every`` from ``space.proxy``;
     ``proxy=False`` from ``space.full`` (null subsets/size keep the data's own). A changed image
@@ -698,11 +702,12 @@ def build_recipe(
     """
     phase = space.proxy if proxy else space.full
     image_size = phase.image_size or space.data.image_size
+    base = space.split_data(split)
     data = replace(
-        space.data,
+        base,
         image_size=image_size,
-        train_subset=phase.train_subset if phase.train_subset is not None else space.data.train_subset,
-        val_subset=phase.val_subset if phase.val_subset is not None else space.data.val_subset,
+        train_subset=phase.train_subset if phase.train_subset is not None else base.train_subset,
+        val_subset=phase.val_subset if phase.val_subset is not None else base.val_subset,
     )
     eval_every = phase.eval_every if phase.eval_every is not None else space.train.eval_every
     train = replace(space.train, lr=choice.lr, eval_every=eval_every)

@@ -243,6 +243,65 @@ class FullConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """The selection stage: race the search's best curricula against the best baseline.
+
+    Attributes:
+        shortlist: distinct searched curricula raced as challengers (0 = ship the best baseline),
+            chosen by their noise-aware proxy score (mean over proxy seeds of the mean of the last
+            two evaluations), never by the single best observed value.
+        rungs: budgets of the race's rungs as fractions of ``full.iterations``, increasing; the
+            last must be 1.0 (the full length: its runs are the full run).
+        seeds: seeds per rung (the same for every arm: common random numbers); >= 2 at the last.
+        promote: challengers that go on from one rung to the next.
+        margin: AP a challenger must beat the incumbent by, at the lower confidence bound.
+        confidence: two-sided confidence of the paired-difference intervals (Bonferroni-corrected
+            at the last rung when several challengers reach it).
+        lr_matched: also race the incumbent at the best challenger's learning rate, so a
+            curriculum cannot win through its learning rate alone.
+        holdout: training images carved out (seeded; int = count, float = fraction) as the
+            selection split when the data has no test set; the report split is then ``data``'s
+            validation set. With ``data.test_images`` the selection split is the validation set
+            and the report split the test set. ``null``: no carve-out — selection and report both
+            use the validation set (then nothing is held out, and reports say so).
+    """
+
+    shortlist: int = 3
+    rungs: tuple[float, ...] = (0.5, 1.0)
+    seeds: tuple[int, ...] = (2, 3)
+    promote: int = 1
+    margin: float = 0.0
+    confidence: float = 0.9
+    lr_matched: bool = True
+    holdout: int | float | None = 0.2
+
+    def __post_init__(self) -> None:
+        check(self.shortlist >= 0, "shortlist", f"must be >= 0, got {self.shortlist}")
+        check(len(self.rungs) >= 1, "rungs", "needs at least one rung")
+        check(
+            all(0 < r <= 1 for r in self.rungs) and list(self.rungs) == sorted(set(self.rungs)),
+            "rungs",
+            f"must be increasing fractions in (0, 1], got {list(self.rungs)}",
+        )
+        check(
+            self.rungs[-1] == 1.0,
+            "rungs",
+            f"the last rung must be 1.0 (the full length), got {self.rungs[-1]}",
+        )
+        check(
+            len(self.seeds) == len(self.rungs),
+            "seeds",
+            f"needs one seed count per rung ({len(self.rungs)}), got {list(self.seeds)}",
+        )
+        check(all(n >= 1 for n in self.seeds), "seeds", f"every rung needs >= 1 seed, got {list(self.seeds)}")
+        check(self.seeds[-1] >= 2, "seeds", f"the last rung needs >= 2 seeds, got {self.seeds[-1]}")
+        check(self.promote >= 1, "promote", f"must be >= 1, got {self.promote}")
+        check(math.isfinite(self.margin) and self.margin >= 0, "margin", f"must be >= 0, got {self.margin}")
+        check(0.5 <= self.confidence < 1, "confidence", f"must be in [0.5, 1), got {self.confidence}")
+        _check_subset("holdout", self.holdout)
+
+
+@dataclass(frozen=True)
 class SearchDims:
     """The dimensions searched. Ranges are ``[lo, hi]``; ``lo == hi`` fixes a value.
 
@@ -416,6 +475,7 @@ class SearchSpace:
     timeout_s: float | None = None
     constraints: Constraints = field(default_factory=Constraints)
     train: TrainConfig = field(default_factory=TrainConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self) -> None:
         check(
@@ -453,6 +513,36 @@ class SearchSpace:
         )
         check(self.trials >= 1, "trials", f"must be >= 1, got {self.trials}")
         check(self.timeout_s is None or self.timeout_s > 0, "timeout_s", "must be > 0 (or null)")
+        check(
+            self.data.holdout is None and self.data.eval_split == "val",
+            "data.holdout",
+            "set the selection split with selection.holdout (or data.test_images), not in data",
+        )
+        for i, r in enumerate(self.selection.rungs):
+            check(
+                round(r * self.full.iterations) >= n_hi,
+                f"selection.rungs[{i}]",
+                f"{r} x full.iterations ({self.full.iterations}) leaves fewer iterations than the {n_hi} stages",
+            )
+
+    def split_data(self, split: Literal["selection", "report"]) -> DataConfig:
+        """``data`` as every run of a study uses it: the selection carve-out is never trained on,
+        and the run evaluates on the ``selection`` or the ``report`` split."""
+        d = self.data
+        if d.has_test:
+            return dataclasses.replace(d, eval_split="val" if split == "selection" else "test")
+        if self.selection.holdout is None:
+            return d
+        return dataclasses.replace(
+            d, holdout=self.selection.holdout, eval_split="holdout" if split == "selection" else "val"
+        )
+
+    def split_names(self) -> tuple[str, str]:
+        """Names of the (selection, report) splits: ``holdout``/``val``, ``val``/``test`` or ``val``/``val``."""
+        return (
+            self.split_data("selection").eval_split,
+            self.split_data("report").eval_split,
+        )
 
     @property
     def search_teachers(self) -> tuple[str, ...]:
@@ -544,7 +634,7 @@ def zoo_key(space: SearchSpace, name: str) -> str:
     entry = space.teachers[name]
     if entry.zoo is None:
         raise KeyError(f"teacher {name!r} is not a zoo entry")
-    return stable_hash({"zoo": to_dict(entry.zoo), "data": to_dict(space.data)})
+    return stable_hash({"zoo": to_dict(entry.zoo), "data": to_dict(space.split_data("selection"))})
 
 
 def pool_hash(space: SearchSpace) -> str:
@@ -727,6 +817,7 @@ __all__ = [
     "SamplerConfig",
     "SearchDims",
     "SearchSpace",
+    "SelectionConfig",
     "ZooTrain",
     "default_warmup_steps",
     "first_stage_min_iterations",

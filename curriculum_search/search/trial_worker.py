@@ -14,38 +14,37 @@ import logging
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import optuna
 
-from curriculum_search.curriculum.recipe import Recipe
-from curriculum_search.curriculum.trainer import RunOptions, run_recipe
+from curriculum_search.curriculum.recipe import DataConfig, Recipe
+from curriculum_search.curriculum.trainer import RunOptions, RunResult, run_recipe
 from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.engine.evaluate import EvalResult
 from curriculum_search.errors import TrialFailure, UserError
+from curriculum_search.search.protocol import RESULT_FILE, TrialJob, TrialResult
 from curriculum_search.search.space import make_pruner, space_from_dict
-from curriculum_search.search.storage import StorageSpec, open_storage
+from curriculum_search.search.storage import open_storage
 from curriculum_search.utils.config import from_dict
 from curriculum_search.utils.io import atomic_write_text
 
-RESULT_FILE = "result.json"
+__all__ = ["RESULT_FILE", "main", "run_job"]
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Run the trial described by ``job``; returns the result dict (also written to disk)."""
+def run_job(job: TrialJob) -> TrialResult:
+    """Run the trial described by ``job``; returns the result (also written to its run folder)."""
     t0 = time.time()
-    run_dir = Path(job["run_dir"])
-    recipe = from_dict(Recipe, job["recipe"])
-    space = space_from_dict(job["space"])
+    run_dir = Path(job.run_dir)
+    recipe = from_dict(Recipe, job.recipe)
+    space = space_from_dict(job.space)
 
-    st = job["storage"]
-    spec = StorageSpec(st["url"], Path(st["study_dir"]), _p(st["sqlite_path"]), _p(st["journal_path"]))
-    storage = open_storage(spec, heartbeat=False)
+    storage = open_storage(job.storage.spec(), heartbeat=False)
     study = optuna.load_study(
-        study_name=job["study"], storage=storage, pruner=make_pruner(space, job["first_stage_iterations"])
+        study_name=job.study, storage=storage, pruner=make_pruner(space, job.first_stage_iterations)
     )
-    trial = optuna.trial.Trial(study, job["trial_id"])
+    trial = optuna.trial.Trial(study, job.trial_id)
     total = recipe.total_iterations
     first_stage_end = recipe.stages[0].iterations if len(recipe.stages) > 1 else 0
     last: dict[str, float] = {}
@@ -54,46 +53,78 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         last["ap"], last["iteration"] = res.ap, iteration
         trial.report(res.ap, step=iteration)
         # never judge a curriculum before its first stage is over (a weak start is by design)
-        if job["prune"] and first_stage_end <= iteration < total and trial.should_prune():
+        if job.prune and first_stage_end <= iteration < total and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at iteration {iteration}")
 
-    cache = CacheConfig(**{**job["cache"], "root": _p(job["cache"]["root"])})
-    values, metrics, forwards = [], {}, 0
+    cache = CacheConfig(**{**job.cache, "root": _p(job.cache["root"])})
+    options = RunOptions(
+        out_dir=run_dir,
+        cache_root=Path(job.cache_root),
+        base_dir=Path(job.base_dir),
+        source=job.source,
+        cache=cache,
+        progress=job.progress,
+        device=job.device,
+        threads=job.threads,
+    )
+    result = TrialResult("complete")
     try:
-        for i, seed in enumerate(job["seeds"]):
-            out = run_dir if len(job["seeds"]) == 1 else run_dir / f"seed{seed}"
+        for i, seed in enumerate(job.seeds):
+            out = run_dir if len(job.seeds) == 1 else run_dir / f"seed{seed}"
             res = run_recipe(
                 recipe.replace(seed=seed),
-                RunOptions(
-                    out_dir=out,
-                    cache_root=Path(job["cache_root"]),
-                    base_dir=Path(job["base_dir"]),
-                    source=job.get("source"),
-                    cache=cache,
-                    progress=job.get("progress", False),
-                    callbacks=[report] if i == 0 else [],
-                    device=job.get("device"),
-                    threads=job.get("threads"),
-                ),
+                replace(options, out_dir=out, callbacks=[report] if i == 0 else []),
             )
-            values.append(res.metrics.ap)
-            forwards += res.teacher_forwards
+            result.seed_values.append(res.metrics.ap)
+            result.teacher_forwards += res.teacher_forwards
             if i == 0:
-                metrics = res.metrics.as_dict()
-        result: dict[str, Any] = {
-            "state": "complete",
-            "value": sum(values) / len(values),
-            "seed_values": values,
-            "metrics": metrics,
-            "teacher_forwards": forwards,
-        }
+                result.metrics = res.metrics.as_dict()
+            if job.report_data is not None:
+                rep = evaluate_on(res, recipe, from_dict(DataConfig, job.report_data), options)
+                result.report_values.append(rep.ap)
+                if i == 0:
+                    result.report_metrics = rep.as_dict()
+        result.value = sum(result.seed_values) / len(result.seed_values)
     except optuna.TrialPruned:
-        result = {"state": "pruned", "pruned_at": last.get("iteration"), "value": last.get("ap")}
+        result = TrialResult("pruned", value=last.get("ap"), pruned_at=_int(last.get("iteration")))
     except (TrialFailure, UserError) as exc:
-        result = {"state": "fail", "reason": str(exc)}
-    result["wall_time_s"] = round(time.time() - t0, 2)
-    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=2))
+        result = TrialResult("fail", reason=str(exc))
+    result.wall_time_s = round(time.time() - t0, 2)
+    result.write(run_dir)
     return result
+
+
+def evaluate_on(res: RunResult, recipe: Recipe, data: DataConfig, options: RunOptions) -> EvalResult:
+    """Evaluate a finished run's student on another split (``data``'s evaluation images).
+
+    The result is kept next to the run (``metrics-<split>.json``), so a resumed job does not
+    evaluate twice.
+    """
+    from curriculum_search.curriculum.datasets import build_datasets
+    from curriculum_search.engine.evaluate import evaluate
+    from curriculum_search.models.checkpoint import load_detector
+    from curriculum_search.utils.runtime import pick_device
+
+    path = res.student_path.parent / f"metrics-{data.eval_split}.json"
+    if path.is_file():
+        return EvalResult(**json.loads(path.read_text()))
+    model, _ = load_detector(res.student_path)
+    ds = build_datasets(
+        data,
+        class_names=recipe.student.class_names if data.kind == "coco" else None,
+        cache_root=options.cache_root,
+        base_dir=options.base_dir,
+        source=options.source,
+        seed=recipe.seed,
+    )
+    device = pick_device(options.device or recipe.train.device)
+    out = evaluate(model.to(device), ds.val, batch_size=recipe.train.batch_size, device=str(device))
+    atomic_write_text(path, json.dumps(out.as_dict(), indent=2))
+    return out
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _p(value: str | None) -> Path | None:
@@ -106,13 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    job = json.loads(Path(argv[0]).read_text())
+    job = TrialJob.read(Path(argv[0]))
     try:
         run_job(job)
     except Exception as exc:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        atomic_write_text(Path(job["run_dir"]) / RESULT_FILE, json.dumps({"state": "fail", "reason": reason}))
+        TrialResult("fail", reason=reason).write(Path(job.run_dir))
         return 1
     return 0
 

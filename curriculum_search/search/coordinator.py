@@ -1,0 +1,360 @@
+"""The search coordinator: claims trials, decodes their curricula, runs each in its own process.
+
+One *coordinator* per host claims trials (``study.ask``), decodes their curriculum, and starts one
+process per trial (:mod:`~curriculum_search.search.trial_worker`); the trial process reports AP at
+fixed global iterations and consults the pruner; the coordinator finishes the trial
+(``study.tell``) from the process' :class:`~curriculum_search.search.protocol.TrialResult`. With
+SQLite a lock makes sure only one coordinator runs a study (so no queued trial is claimed twice)
+and trials left RUNNING by a killed coordinator are failed and re-queued at the next start; their
+run folder is keyed by the curriculum, so the retry resumes from the last stage checkpoint. Server
+databases (PostgreSQL) take one coordinator per host (``worker``), with Optuna heartbeats failing
+and re-queuing the trials of a dead host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
+from curriculum_search.search.encoding import CurriculumChoice, build_recipe, proxy_cost, suggest_curriculum
+from curriculum_search.search.options import SearchOptions, SearchSummary, run_seeds, study_name
+from curriculum_search.search.processes import (
+    Process,
+    gpus,
+    job_for,
+    progress_of,
+    spawn,
+    start_heartbeat,
+    stop_all,
+    thread_count,
+)
+from curriculum_search.search.protocol import RESULT_FILE, TrialResult
+from curriculum_search.search.results import summarize
+from curriculum_search.search.space import SearchSpace
+from curriculum_search.search.storage import StorageSpec, coordinator_lock, storage_spec
+from curriculum_search.search.study import (
+    enqueue_baselines,
+    enqueue_retry,
+    ensure_zoo,
+    finished_count,
+    first_stage_min,
+    open_study,
+    recover_interrupted,
+)
+
+
+# -- the coordinator -------------------------------------------------------------------------------
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    choice: CurriculumChoice
+    process: Process
+
+    @property
+    def slot(self) -> int:
+        return self.process.slot
+
+
+def run_search(space: SearchSpace, opts: SearchOptions, *, enqueue: bool = True) -> SearchSummary:
+    """Run (or resume) the study until it has ``trials`` finished trials (or the timeout)."""
+    name = study_name(space, opts)
+    spec = storage_spec(opts.studies_root, name, opts.storage)
+    local = not spec.is_server
+    lock = (
+        coordinator_lock(spec.study_dir) if local and spec.journal_path is None else contextlib.nullcontext()
+    )
+    with lock:
+        study = open_study(space, opts, spec)
+        ensure_zoo(space, opts)
+        if local and spec.journal_path is None:
+            recover_interrupted(study, opts.echo)
+        target = opts.trials or int(study.user_attrs.get("target_trials", space.trials))
+        if opts.trials:
+            study.set_user_attr("target_trials", opts.trials)
+        elif "target_trials" not in study.user_attrs:
+            study.set_user_attr("target_trials", space.trials)
+        if enqueue:
+            enqueue_baselines(space, study, opts)
+        _coordinate(space, study, spec, opts, target)
+    return summarize(study, spec)
+
+
+def _coordinate(
+    space: SearchSpace, study: optuna.Study, spec: StorageSpec, opts: SearchOptions, target: int
+) -> None:
+    t_start = time.time()
+    timeout = opts.timeout_s if opts.timeout_s is not None else space.timeout_s
+    workers = max(1, opts.workers)
+    threads = thread_count(opts.threads, workers)
+    gpu_ids = gpus(opts.device)
+    running: dict[int, _Running] = {}
+    waiting_reuse: list[tuple[optuna.Trial, CurriculumChoice]] = []
+    done = finished_count(study)
+    bar = tqdm(
+        total=target,
+        initial=min(done, target),
+        desc=f"study {study.study_name}",
+        unit="trial",
+        disable=not opts.progress,
+        dynamic_ncols=True,
+    )
+    it_bar = tqdm(
+        total=space.proxy.iterations,
+        desc="trial",
+        unit="it",
+        disable=not (opts.progress and workers == 1),
+        leave=False,
+        dynamic_ncols=True,
+    )
+    stop_heartbeat = threading.Event()
+    hb = (
+        start_heartbeat(study, lambda: [r.trial._trial_id for r in running.values()], stop_heartbeat)
+        if spec.is_server
+        else None
+    )
+    try:
+        while True:
+            done = finished_count(study)
+            out_of_time = timeout is not None and time.time() - t_start > timeout
+            free_slots = sorted(set(range(workers)) - {r.slot for r in running.values()})
+            while (
+                not out_of_time
+                and len(running) + len(waiting_reuse) < workers
+                and done + len(running) + len(waiting_reuse) < target
+            ):
+                if spec.is_server:
+                    optuna.storages.fail_stale_trials(study)
+                trial = study.ask()
+                choice = _decode(trial, space)
+                prepared = _prepare_trial(space, study, trial, choice, opts)
+                if prepared == "reused":
+                    done += 1
+                    bar.update(1)
+                    line = f"#{trial.number:<3} {trial.user_attrs.get('baseline') or 'search':<16} same curriculum as #{trial.user_attrs.get('reused_from')}: result reused  {choice.describe()}"
+                    opts.echo(line) if not opts.progress else bar.write(line)
+                    continue
+                if prepared == "wait":
+                    waiting_reuse.append((trial, choice))
+                    continue
+                if prepared == "infeasible":
+                    done += 1
+                    bar.update(1)
+                    continue
+                slot = free_slots.pop(0)
+                running[trial.number] = _launch(
+                    space, study, spec, trial, choice, opts, slot, threads, gpu_ids
+                )
+            if not running and not waiting_reuse:
+                break
+            time.sleep(0.25)
+            if workers == 1 and running:
+                _update_iteration_bar(it_bar, next(iter(running.values())))
+            for number, r in list(running.items()):
+                if not r.process.done():
+                    continue
+                del running[number]
+                line = _finish(study, r)
+                if not r.trial.user_attrs.get("requeued"):  # a re-queued trial is counted by its retry
+                    bar.update(1)
+                it_bar.reset()
+                opts.echo(line) if not opts.progress else bar.write(line)
+            for trial, choice in list(waiting_reuse):
+                if choice.key not in {r.choice.key for r in running.values()}:
+                    waiting_reuse.remove((trial, choice))
+                    if _prepare_trial(space, study, trial, choice, opts) == "reused":
+                        bar.update(1)
+                    else:  # the twin did not complete: run it ourselves
+                        slot = min(set(range(workers)) - {r.slot for r in running.values()})
+                        running[trial.number] = _launch(
+                            space, study, spec, trial, choice, opts, slot, threads, gpu_ids
+                        )
+    except BaseException:
+        stop_all(r.process for r in running.values())  # nothing orphaned; checkpoints stay for the retry
+        raise
+    finally:
+        stop_heartbeat.set()
+        if hb is not None:
+            hb.join(timeout=5)
+        it_bar.close()
+        bar.close()
+
+
+def _decode(trial: optuna.Trial, space: SearchSpace) -> CurriculumChoice:
+    choice = suggest_curriculum(trial, space)  # fixed parameter set in every trial
+    if trial.user_attrs.get("baseline") == STUDENT_ONLY:
+        choice = student_only_choice(space)
+    return choice
+
+
+def _prepare_trial(
+    space: SearchSpace,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    choice: CurriculumChoice,
+    opts: SearchOptions,
+) -> str:
+    """Record the decoded curriculum; reuse an identical finished curriculum; apply constraints."""
+    trial.set_user_attr("curriculum", choice.as_dict())
+    trial.set_user_attr("curriculum_key", choice.key)
+    trial.set_user_attr("description", choice.describe())
+    trial.set_user_attr("stage_boundaries", _boundaries(choice))
+    gflops = {i["name"]: float(i.get("gflops") or 0.0) for i in study.user_attrs.get("teacher_info", [])}
+    student_gflops = float(study.user_attrs.get("student_gflops") or _student_gflops(space, study))
+    cost = proxy_cost(choice, gflops, student_gflops) if gflops or choice.is_student_only else 0.0
+    trial.set_user_attr("proxy_cost", cost)
+    cap = space.constraints.max_proxy_cost
+    if cap is not None:
+        trial.set_constraint("proxy_cost", cost - cap)
+        if cost > cap:
+            trial.set_user_attr(
+                "failure_reason", f"infeasible: proxy cost {cost:.4g} > max_proxy_cost {cap:.4g}"
+            )
+            study.tell(trial, state=TrialState.PRUNED)
+            return "infeasible"
+    twins = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("curriculum_key") == choice.key and t.number != trial.number
+    ]
+    if twins:
+        twin = twins[0]
+        trial.set_user_attr("reused_from", twin.number)
+        for k in ("metrics", "seed_values", "run_dir"):
+            if k in twin.user_attrs:
+                trial.set_user_attr(k, twin.user_attrs[k])
+        for step, v in twin.intermediate_values.items():
+            trial.report(v, step)
+        study.tell(trial, twin.value)
+        return "reused"
+    running_twins = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get("curriculum_key") == choice.key and t.number != trial.number
+    ]
+    if running_twins:
+        return "wait"
+    return "run"
+
+
+def _boundaries(choice: CurriculumChoice) -> list[int]:
+    out, acc = [0], 0
+    for s in choice.stages:
+        acc += s.iterations
+        out.append(acc)
+    if len(out) == 1:
+        out.append(choice.total_iterations)
+    return out
+
+
+def _student_gflops(space: SearchSpace, study: optuna.Study) -> float:
+    from curriculum_search.models import build_detector
+    from curriculum_search.models.cost import measure_cost
+
+    cost = measure_cost(
+        build_detector(space.student.with_updates(weights=None)), space.student.image_size, iters=2, warmup=1
+    )
+    study.set_user_attr("student_gflops", cost.gflops)
+    study.set_user_attr("student_cost", cost.as_dict())
+    return cost.gflops
+
+
+def _launch(
+    space: SearchSpace,
+    study: optuna.Study,
+    spec: StorageSpec,
+    trial: optuna.Trial,
+    choice: CurriculumChoice,
+    opts: SearchOptions,
+    slot: int,
+    threads: int,
+    gpu_ids: list[str],
+) -> _Running:
+    seeds = run_seeds(space, opts, space.proxy.seeds)
+    recipe = build_recipe(
+        space,
+        choice,
+        iterations=space.proxy.iterations,
+        proxy=True,
+        seed=seeds[0],
+        studies_root=opts.studies_root,
+    )
+    run_dir = spec.study_dir / "trials" / f"{choice.key}-s{seeds[0]}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESULT_FILE).unlink(missing_ok=True)
+    trial.set_user_attr("run_dir", str(run_dir.relative_to(spec.study_dir)))
+    job = job_for(
+        space=space,
+        opts=opts,
+        spec=spec,
+        study_name=study.study_name,
+        trial=trial,
+        recipe=recipe,
+        run_dir=run_dir,
+        seeds=seeds,
+        threads=threads,
+        prune=True,
+        first_stage_iterations=first_stage_min(space),
+    )
+    return _Running(trial, choice, spawn(job, run_dir, slot, threads, gpu_ids, str(trial.number)))
+
+
+def _update_iteration_bar(bar: Any, r: _Running) -> None:
+    p = progress_of(r.process.run_dir)
+    if p is None:
+        return
+    bar.total = p["total"]
+    bar.n = p["iteration"]
+    bar.set_description(f"trial #{r.trial.number} stage {p['stage'] + 1}")
+    bar.refresh()
+
+
+def read_result(study: optuna.Study, trial: optuna.Trial, process: Process) -> TrialResult:
+    """The trial process' result; a process that died without one is a failure (SIGKILL: retried once)."""
+    wall = process.close()
+    trial.set_user_attr("wall_time_s", round(wall, 2))
+    try:
+        return TrialResult.read(process.run_dir)
+    except (OSError, ValueError, TypeError):
+        code = process.proc.returncode
+        killed = code in (-9, 137)
+        why = "killed (out of memory?)" if killed else f"crashed with exit code {code}"
+        result = TrialResult("fail", reason=f"trial process {why}; see {process.run_dir / 'trial.log'}")
+        # SIGKILL is mostly the OOM killer or an operator, rarely the curriculum itself: retry once
+        # (from the last checkpoint); a retry that is killed again fails for good
+        if killed and trial.user_attrs.get("retry_reason") != "killed":
+            enqueue_retry(study, trial, reason="killed")
+            trial.set_user_attr("requeued", True)
+            result.reason = f"{result.reason}; re-queued once, the retry resumes from the last checkpoint"
+        return result
+
+
+def _finish(study: optuna.Study, r: _Running) -> str:
+    trial = r.trial
+    result = read_result(study, trial, r.process)
+    wall = trial.user_attrs.get("wall_time_s", 0.0)
+    label = trial.user_attrs.get("baseline") or "search"
+    desc = r.choice.describe()
+    if result.state == "complete":
+        assert result.value is not None
+        trial.set_user_attr("metrics", result.metrics)
+        trial.set_user_attr("seed_values", result.seed_values)
+        trial.set_user_attr("teacher_forwards", result.teacher_forwards)
+        study.tell(trial, float(result.value))
+        best = study.best_value
+        return f"#{trial.number:<3} {label:<16} AP {result.value:.3f} (best {best:.3f})  {wall:5.0f}s  {desc}"
+    if result.state == "pruned":
+        trial.set_user_attr("pruned_at", result.pruned_at)
+        study.tell(trial, state=TrialState.PRUNED)
+        ap = result.value
+        return f"#{trial.number:<3} {label:<16} pruned at iteration {result.pruned_at} (AP {ap if ap is None else f'{ap:.3f}'})  {wall:5.0f}s  {desc}"
+    trial.set_user_attr("failure_reason", result.reason or "unknown")
+    study.tell(trial, state=TrialState.FAIL)
+    return f"#{trial.number:<3} {label:<16} FAILED: {result.reason}  {desc}"

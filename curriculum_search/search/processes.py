@@ -1,0 +1,176 @@
+"""Trial processes: start one per run, assign GPUs and threads, keep server heartbeats.
+
+Shared by the search coordinator and the selection race: each run is a fresh
+``python -m curriculum_search.search.trial_worker JOB.json`` process (all memory, GPU memory
+included, is freed when it ends; a crash or an out-of-memory kill cannot take the coordinator down).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+
+from curriculum_search.search.protocol import TrialJob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Process:
+    """A running trial process and what the coordinator needs to finish it."""
+
+    proc: subprocess.Popen[bytes]
+    run_dir: Path
+    started: float
+    log_file: IO[bytes]
+    slot: int
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def close(self) -> float:
+        """Close the log; the wall time in seconds."""
+        self.log_file.close()
+        return time.time() - self.started
+
+
+def gpus(device: str | None) -> list[str]:
+    """CUDA device indices to spread trial processes over (none on a CPU-only machine)."""
+    if device is not None and device.startswith("cpu"):
+        return []
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+def thread_count(threads: int | None, workers: int) -> int:
+    """CPU threads per trial process: ``threads`` or the cores split between the workers."""
+    return threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def spawn(job: TrialJob, run_dir: Path, slot: int, threads: int, gpu_ids: list[str], tag: str) -> Process:
+    """Write ``job`` into ``run_dir`` and start its trial process (output appended to ``trial.log``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job_file = run_dir / f"job-{tag}.json"
+    job.write(job_file)
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    if gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
+    log_file = open(run_dir / "trial.log", "ab")  # noqa: SIM115 - closed by Process.close
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "curriculum_search.search.trial_worker", str(job_file)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    return Process(proc, run_dir, time.time(), log_file, slot)
+
+
+def stop_all(processes: Iterable[Process]) -> None:
+    """Terminate (then kill) processes; their checkpoints stay for a retry."""
+    procs = list(processes)
+    for p in procs:
+        p.proc.terminate()
+    for p in procs:
+        try:
+            p.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+
+
+def _die_with_parent() -> None:
+    """Linux: the trial process gets SIGKILL when its coordinator dies (no orphan keeps writing)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start_heartbeat(
+    study: optuna.Study, trial_ids: Callable[[], list[int]], stop: threading.Event
+) -> threading.Thread:
+    """Record Optuna heartbeats of the running trials every 10 s (server databases)."""
+    storage = study._storage
+
+    def beat() -> None:
+        while not stop.wait(10):
+            for tid in trial_ids():
+                try:
+                    storage.record_heartbeat(tid)  # type: ignore[attr-defined]
+                except Exception as exc:  # pragma: no cover - network hiccup
+                    log.debug("heartbeat failed: %s", exc)
+
+    th = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    th.start()
+    return th
+
+
+def progress_of(run_dir: Path) -> dict[str, Any] | None:
+    """The trainer's ``progress.json`` of a run (iteration, total, stage), if readable."""
+    import json
+
+    try:
+        return json.loads((run_dir / "progress.json").read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+__all__ = ["Process", "gpus", "progress_of", "spawn", "start_heartbeat", "stop_all", "thread_count"]
+
+
+def job_for(
+    *,
+    space: Any,
+    opts: Any,
+    spec: Any,
+    study_name: str,
+    trial: optuna.Trial,
+    recipe: Any,
+    run_dir: Path,
+    seeds: list[int],
+    threads: int,
+    prune: bool,
+    first_stage_iterations: int,
+    report_data: dict[str, Any] | None = None,
+) -> TrialJob:
+    """The job of one run of ``trial`` (search trial or race run)."""
+    from curriculum_search.curriculum.recipe import recipe_to_dict
+    from curriculum_search.search.protocol import StorageRef
+    from curriculum_search.utils.config import to_dict
+
+    return TrialJob(
+        study=study_name,
+        storage=StorageRef.of(spec),
+        trial_id=trial._trial_id,
+        trial_number=trial.number,
+        recipe=recipe_to_dict(recipe),
+        space=to_dict(space),
+        first_stage_iterations=first_stage_iterations,
+        run_dir=str(run_dir),
+        seeds=seeds,
+        prune=prune,
+        cache={**to_dict(opts.cache), "root": str(opts.cache.root) if opts.cache.root else None},
+        cache_root=str(opts.studies_root / "_cache"),
+        base_dir=str(opts.studies_root),
+        source=str(opts.space_file) if opts.space_file else None,
+        device=opts.device,
+        threads=threads,
+        report_data=report_data,
+    )

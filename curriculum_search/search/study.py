@@ -1,0 +1,218 @@
+"""Study set-up: create or resume a study, recover interrupted trials, enqueue the baselines.
+
+Also the zoo check every host does before it searches, and the study's stored search space.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from curriculum_search import __version__
+from curriculum_search.errors import ConfigError, StudyError
+from curriculum_search.search.baselines import baseline_choices, student_only_params
+from curriculum_search.search.encoding import min_stage_iterations
+from curriculum_search.search.options import SearchOptions, study_name
+from curriculum_search.search.space import (
+    SearchSpace,
+    make_pruner,
+    make_sampler,
+    pool_hash,
+    space_from_dict,
+)
+from curriculum_search.search.storage import StorageSpec, open_storage
+from curriculum_search.utils.config import to_dict
+
+log = logging.getLogger(__name__)
+
+#: Trial states that count as finished (a re-queued trial is counted by its retry).
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def open_study(
+    space: SearchSpace, opts: SearchOptions, spec: StorageSpec, *, create: bool = True
+) -> optuna.Study:
+    """Create or resume the study; refuse a changed teacher pool or a direction mismatch."""
+    name = study_name(space, opts)
+    storage = open_storage(spec)
+    first_min = first_stage_min(space)
+    sampler = make_sampler(space, source=opts.space_file)
+    pruner = make_pruner(space, first_min, source=opts.space_file)
+    try:
+        if create:
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                direction="maximize",
+                load_if_exists=True,
+            )
+        else:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        raise StudyError(
+            f"{spec.display}: no study named {name!r}; create it with `run`/`search` first"
+        ) from None
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise StudyError(
+            f"{spec.display}: study {name!r} minimises its objective; this tool maximises AP (use another --name)"
+        )
+    attrs = study.user_attrs
+    for tname, entry in space.teachers.items():  # a moved teacher file is not "a changed pool"
+        if entry.checkpoint is not None and not Path(entry.checkpoint).is_file():
+            raise ConfigError(
+                opts.space_file, f"teachers.{tname}.checkpoint", f"{entry.checkpoint}: checkpoint not found"
+            )
+    phash = pool_hash(space)
+    if "pool_hash" not in attrs:
+        study.set_user_attr("pool_hash", phash)
+        study.set_user_attr("space", to_dict(space))
+        study.set_user_attr("space_file", str(opts.space_file) if opts.space_file else None)
+        study.set_user_attr("package_version", __version__)
+        study.set_user_attr("created", datetime.now(UTC).isoformat(timespec="seconds"))
+    elif attrs["pool_hash"] != phash:
+        raise StudyError(
+            f"{spec.display}: the teacher pool of study {name!r} changed (study {attrs['pool_hash']}, space {phash}); "
+            "a study keeps its pool: run with --name NEW to start a new study"
+        )
+    return study
+
+
+def first_stage_min(space: SearchSpace) -> int:
+    return min_stage_iterations(
+        space.proxy.iterations, space.search.min_stage_fraction, space.search.n_stages[1]
+    )
+
+
+# -- recovery -------------------------------------------------------------------------------------
+def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int:
+    """Fail and re-queue trials left RUNNING by a killed coordinator (local storages only)."""
+    n = 0
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number not in retried:  # retry first: killed before the FAIL below, it is not doubled
+            enqueue_retry(study, t)
+        study._storage.set_trial_user_attr(
+            t._trial_id, "failure_reason", "interrupted: the process running it stopped"
+        )
+        study._storage.set_trial_user_attr(t._trial_id, "requeued", True)
+        study.tell(t.number, state=TrialState.FAIL)
+        n += 1
+    if n:
+        echo(f"re-queued {n} interrupted trial(s); they resume from their last checkpoint")
+    return n
+
+
+def enqueue_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str | None = None) -> None:
+    """Queue ``trial``'s curriculum again; its run folder is keyed by the curriculum, so the retry
+    resumes from the last checkpoint."""
+    keep = {
+        k: v
+        for k, v in trial.user_attrs.items()
+        if k in ("baseline", "curriculum", "curriculum_key", "description")
+    }
+    keep["retry_of"] = trial.number
+    if reason:
+        keep["retry_reason"] = reason
+    study.enqueue_trial(trial.params, user_attrs=keep, skip_if_exists=False)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(
+        1 for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get("requeued")
+    )
+
+
+# -- baselines ------------------------------------------------------------------------------------
+def enqueue_baselines(space: SearchSpace, study: optuna.Study, opts: SearchOptions) -> None:
+    """Enqueue student-only, direct-strongest, weak->strong and heuristic-order trials (once)."""
+    if study.user_attrs.get("baselines_enqueued"):
+        return
+    from curriculum_search.zoo import describe_pool
+
+    infos = describe_pool(
+        space, opts.studies_root, device=opts.device, evaluate_missing=True, source=opts.space_file
+    )
+    study.set_user_attr("teacher_info", [i.as_dict() for i in infos])
+    ap = {i.name: float(i.ap or 0.0) for i in infos}
+    order: list[str] | None = None
+    try:
+        order = _heuristic(space, opts, ap)
+        study.set_user_attr("heuristic_order", order)
+    except Exception as exc:  # the heuristic is a warm start, never a blocker
+        log.warning("adaptation-cost heuristic failed (%s); skipping that baseline", exc)
+    baselines = baseline_choices(space, ap, order)
+    have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+    for name, params in baselines.items():
+        if name in have:  # enqueued by a start that was killed before the end of this loop
+            continue
+        if params is None:  # student-only: carry a full parameter set (see baselines.py)
+            params = student_only_params(space, ap)
+        study.enqueue_trial(params, user_attrs={"baseline": name})
+    study.set_user_attr("baselines_enqueued", True)
+    opts.echo(f"enqueued baselines: {', '.join(baselines)}")
+
+
+def _heuristic(space: SearchSpace, opts: SearchOptions, ap: dict[str, float]) -> list[str]:
+    import torch
+
+    from curriculum_search.curriculum.datasets import build_datasets
+    from curriculum_search.curriculum.trainer import load_teacher
+    from curriculum_search.data import collate_detection
+    from curriculum_search.models import build_detector
+    from curriculum_search.search.encoding import teacher_refs
+    from curriculum_search.search.heuristic import heuristic_order
+
+    data = build_datasets(
+        space.data,
+        class_names=space.student.class_names if space.data.kind == "coco" else None,
+        cache_root=opts.studies_root / "_cache",
+        base_dir=opts.studies_root,
+        source=opts.space_file,
+    )
+    n = min(32, len(data.train))  # type: ignore[arg-type]
+    images, _ = collate_detection([data.train_base.get(i) for i in range(n)])
+    torch.manual_seed(space.seed)
+    student = build_detector(space.student, source=opts.space_file)
+    refs = teacher_refs(space, opts.studies_root)
+    teachers = {
+        t: load_teacher(refs[t], t, opts.studies_root, opts.space_file) for t in space.search_teachers
+    }
+    return heuristic_order(student, teachers, images, ap, space.search.n_stages[1])
+
+
+def ensure_zoo(space: SearchSpace, opts: SearchOptions) -> None:
+    """Train zoo teachers this host does not have yet (each host of a multi-host study needs them)."""
+    from curriculum_search.search.encoding import zoo_checkpoint_path
+    from curriculum_search.zoo import build_zoo
+
+    missing = [
+        n
+        for n, e in space.teachers.items()
+        if e.zoo is not None and not zoo_checkpoint_path(space, n, opts.studies_root).is_file()
+    ]
+    if missing:
+        opts.echo(f"training zoo teacher(s) first: {', '.join(missing)}")
+        build_zoo(
+            space,
+            opts.studies_root,
+            cache=opts.cache,
+            device=opts.device,
+            threads=opts.threads,
+            progress=opts.progress,
+            source=opts.space_file,
+        )
+
+
+def space_of(study: optuna.Study) -> SearchSpace:
+    if "space" not in study.user_attrs:
+        raise StudyError(
+            f"study {study.study_name!r} was not created by curriculum_search (no space attribute)"
+        )
+    return space_from_dict(study.user_attrs["space"])
