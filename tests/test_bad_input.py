@@ -38,7 +38,7 @@ from curriculum_search.models import DetectorSpec, build_detector, load_checkpoi
 from curriculum_search.search.service import SearchOptions, open_study, run_search
 from curriculum_search.search.space import load_space
 from curriculum_search.search.storage import storage_spec
-from tests.test_search import TINY, write_space
+from tests.helpers import TINY, write_space
 
 CLASSES = tuple(SyntheticConfig().classes)
 STUDENT: dict[str, Any] = {

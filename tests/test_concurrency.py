@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from curriculum_search.search.storage import open_readonly, open_storage, storage_spec
-from tests.test_search import write_space
+from tests.helpers import write_space
 
 REPO = Path(__file__).resolve().parent.parent
 

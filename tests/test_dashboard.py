@@ -49,7 +49,7 @@ def real_studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny study run by the search service (baselines + searched trials) and its full run."""
     from curriculum_search.search.service import run_full, run_search
     from curriculum_search.search.space import load_space
-    from tests.test_search import TINY, opts, write_space
+    from tests.helpers import TINY, opts, write_space
 
     tmp = tmp_path_factory.mktemp("dash_real")
     space_file = write_space(  # space/tiny.yaml with median pruning and 7 trials

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_search import write_space
+from tests.helpers import write_space
 
 pytestmark = pytest.mark.postgres
 

@@ -17,34 +17,11 @@ import yaml
 from optuna.trial import TrialState
 
 from curriculum_search.cli import main as cli
-from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.errors import StudyError
-from curriculum_search.search.service import SearchOptions, export_recipe, list_studies, run_search
+from curriculum_search.search.service import export_recipe, list_studies, run_search
 from curriculum_search.search.space import load_space
 from curriculum_search.search.storage import load_study_readonly, storage_spec
-
-#: The smoke-test space shipped with the product (space/tiny.yaml): 64 px, two tiny teachers.
-TINY: dict = yaml.safe_load((Path(__file__).resolve().parent.parent / "space" / "tiny.yaml").read_text())
-
-
-def write_space(tmp: Path, **changes) -> Path:
-    data = json.loads(json.dumps(TINY))
-    data.update(changes)
-    path = tmp / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def opts(studies: Path, space_file: Path, **kw) -> SearchOptions:
-    return SearchOptions(
-        studies_root=studies,
-        cache=CacheConfig(root=studies / "_cache" / "teachers"),
-        progress=False,
-        threads=1,
-        space_file=space_file,
-        echo=lambda s: None,
-        **kw,
-    )
+from tests.helpers import TINY, opts, write_space
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from curriculum_search.search.encoding import suggest_curriculum
 from curriculum_search.search.space import load_space
 from curriculum_search.search.storage import open_storage, storage_spec
 from curriculum_search.utils.config import to_dict
+from tests.helpers import write_space
 from tests.test_bad_input import (
     coco_data,
     copy_coco,
@@ -38,7 +39,6 @@ from tests.test_bad_input import (
 )
 from tests.test_bad_input import coco_src as coco_src  # fixture
 from tests.test_bad_input import teacher_ckpt as teacher_ckpt  # fixture
-from tests.test_search import write_space
 
 PACKAGE = Path(__file__).resolve().parent.parent / "curriculum_search"
 
