@@ -824,3 +824,55 @@ def run_progress(
     fig.update_xaxes(title="global iteration", range=[0, max([*x, *(boundaries or [0])]) * 1.02])
     fig.update_yaxes(title="AP", tickformat=AP_FORMAT)
     return _layout(fig, title, height=360)
+
+
+def race_chart(rungs: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Per rung, each arm's AP per seed (dots) and mean (bar); the paired difference to the
+    incumbent with its interval in the hover text."""
+    fig = go.Figure()
+    palette = qualitative.Plotly
+    labels: list[str] = []
+    for rung in rungs:
+        for arm in rung.get("arms", []):
+            if arm["label"] not in labels:
+                labels.append(arm["label"])
+    for i, label in enumerate(labels):
+        xs, ys, texts, px, py = [], [], [], [], []
+        for rung in rungs:
+            x = f"{rung['iterations']} it"
+            for arm in rung.get("arms", []):
+                if arm["label"] != label or arm.get("mean") is None:
+                    continue
+                xs.append(x)
+                ys.append(arm["mean"])
+                iv = arm.get("delta_interval")
+                delta = arm.get("delta_mean")
+                texts.append(
+                    f"{label} ({arm['role']})<br>mean AP {arm['mean']:.4f}"
+                    + (f"<br>Δ vs incumbent {delta:+.4f}" if delta is not None else "")
+                    + (f" [{iv[0]:+.4f}, {iv[1]:+.4f}]" if iv else "")
+                    + f"<br>{arm.get('fate', '')}"
+                )
+                for v in arm.get("values") or []:
+                    px.append(x)
+                    py.append(v)
+        color = palette[i % len(palette)]
+        fig.add_trace(go.Bar(x=xs, y=ys, name=label, marker_color=color, hovertext=texts, hoverinfo="text"))
+        fig.add_trace(
+            go.Scatter(
+                x=px,
+                y=py,
+                mode="markers",
+                marker={"color": "black", "size": 6},
+                showlegend=False,
+                hoverinfo="y",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        title="Selection race: AP on the selection split per rung (bars: mean, dots: seeds)",
+        yaxis_title="AP",
+        height=380,
+        margin={"t": 50, "b": 40},
+    )
+    return fig

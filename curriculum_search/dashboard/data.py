@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from curriculum_search.errors import StudyError
+from curriculum_search.search.selection import DECISION, is_selection_study, selection_study_name
 from curriculum_search.search.storage import SQLITE_MAGIC as _SQLITE_MAGIC
 from curriculum_search.search.storage import readonly_sqlite_url
 from curriculum_search.utils.io import dump_yaml
@@ -253,6 +254,8 @@ def discover(studies_dir: Path, storages: Sequence[str] = ()) -> Discovery:
             problems.append(Problem(where, f"{where}: holds no study yet"))
         path = sqlite_path(url)
         for name in names:
+            if is_selection_study(name):  # a study's race runs: shown on that study's pages
+                continue
             ident = (name, str(path.resolve()) if path is not None else url)
             if ident in seen:
                 continue
@@ -1029,6 +1032,52 @@ def load_full_run(source: StudySource) -> FullRun | None:
         student_exists=(folder / "student.pt").is_file(),
         boundaries=bounds,
         stage_names=names,
+    )
+
+
+@dataclass(frozen=True)
+class Race:
+    """The selection race of a study: one row per race run, and the decision once it is made."""
+
+    runs: pd.DataFrame
+    decision: dict[str, Any] | None
+
+
+RACE_COLUMNS = ("number", "state", "arm", "role", "iterations", "seed", "value", "report_ap", "description")
+
+
+def load_race(source: StudySource) -> Race | None:
+    """The race runs (study ``<name>:selection`` in the same storage), or ``None`` before any."""
+    storage = open_readonly_storage(source.url)
+    try:
+        try:
+            study_id = storage.get_study_id_from_name(selection_study_name(source.name))
+        except KeyError:
+            return None
+        attrs = dict(storage.get_study_user_attrs(study_id))
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+    except Exception as exc:
+        raise _storage_error(source.location, exc) from None
+    finally:
+        close_storage(storage)
+    rows = [
+        {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "arm": t.user_attrs.get("arm"),
+            "role": t.user_attrs.get("role"),
+            "iterations": t.user_attrs.get("iterations"),
+            "seed": t.user_attrs.get("seed"),
+            "value": t.value if t.value is not None else math.nan,
+            "report_ap": t.user_attrs.get("report_ap", math.nan),
+            "description": t.user_attrs.get("description", ""),
+        }
+        for t in trials
+        if not t.user_attrs.get("interrupted")
+    ]
+    decision = attrs.get(DECISION)
+    return Race(
+        pd.DataFrame(rows, columns=list(RACE_COLUMNS)), decision if isinstance(decision, dict) else None
     )
 
 

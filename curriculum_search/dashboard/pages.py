@@ -699,20 +699,18 @@ def page_baselines(ctx: Context) -> None:
             top = max(done_bases, key=lambda n: done_bases[n])
             gap = float(best["value"]) - done_bases[top]
             label = dd.BASELINE_LABELS.get(top, top)
-            if gap > 0:
-                st.success(
-                    f"The best searched curriculum beats the best baseline ({label}) by {_delta(gap)} AP (proxy).",
-                    icon="✅",
-                )
-            else:
-                st.warning(
-                    f"No searched curriculum beats the best baseline ({label}) yet: {_delta(gap)} AP.",
-                    icon="⚖️",
-                )
-    st.subheader("Full run of the best curriculum")
+            st.info(
+                f"Proxy values (one short run each): best searched {_delta(gap)} AP against the best baseline "
+                f"({label}). A proxy difference is no evidence — seed noise is of the same size; the "
+                "selection race below decides what ships.",
+                icon="🎲",
+            )
+    race_section(ctx)
+    st.subheader("Shipped student (full run)")
     if full is None:
         st.info(
-            "No full run yet. `python -m curriculum_search run` trains the best curriculum at full length "
+            "No full run yet. `python -m curriculum_search run` (or `select`) races the best curricula and "
+            "ships the winner's full-length run "
             f"when the search ends (or `python -m curriculum_search train --recipe {ctx.src.folder / 'best_recipe.yaml'}`).",
             icon="🏁",
         )
@@ -748,6 +746,45 @@ def page_baselines(ctx: Context) -> None:
     )
     if full.student_exists:
         st.caption(f"Student weights: `{full.folder / 'student.pt'}`")
+
+
+def race_section(ctx: Context) -> None:
+    """The selection race: the decision in plain words, every race run, the paired differences."""
+    from curriculum_search.search.selection import decision_lines
+
+    st.subheader("Selection race (common seeds, held-out report)")
+    try:
+        race = dd.load_race(ctx.src)
+    except Exception as exc:  # an unreadable race never hides the rest of the page
+        st.error(str(exc).splitlines()[0], icon="💥")
+        return
+    if race is None or race.runs.empty:
+        st.info(
+            "No race yet: `python -m curriculum_search select` (run by `run` after the search) races the "
+            "shortlist against the best baseline on common seeds.",
+            icon="🏁",
+        )
+        return
+    if race.decision:
+        lines = decision_lines(race.decision)
+        sel = race.decision["selection"]
+        beats = not sel["winner_is_baseline"] or sel["winner"] != sel["best_baseline"]
+        (st.success if beats else st.info)(lines[0], icon="🏆" if beats else "⚖️")
+        for line in lines[1:]:
+            (st.warning if line.startswith("warning:") else st.markdown)(line)
+        _plot(ch.race_chart(race.decision["selection"].get("rungs", [])), "race")
+    else:
+        st.info("The race is running (or was interrupted); re-run `select` to resume it.", icon="⏳")
+    cc = st.column_config
+    st.dataframe(
+        race.runs,
+        hide_index=True,
+        column_config={
+            "number": cc.NumberColumn("#", format="%d"),
+            "value": cc.NumberColumn("AP (selection split)", format="%.4f"),
+            "report_ap": cc.NumberColumn("AP (report split)", format="%.4f"),
+        },
+    )
 
 
 def _delta(gap: float) -> str:
