@@ -1,7 +1,40 @@
-"""curriculum_search: search and train multi-teacher distillation curricula for object detectors."""
+"""curriculum_search: search and train multi-teacher distillation curricula for object detectors.
+
+The public API (imported lazily, so ``import curriculum_search`` stays light)::
+
+    import curriculum_search as cs
+    result = cs.run("space/tiny.yaml")          # zoo -> search -> selection -> shipped student
+    cs.status("tiny")["final"]                 # held-out report
+
+See :mod:`curriculum_search.api`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_API = (
+    "build_zoo",
+    "export_recipe",
+    "list_models",
+    "list_studies",
+    "load_space",
+    "options",
+    "run",
+    "run_search",
+    "select",
+    "status",
+    "train",
+)
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from curriculum_search import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'curriculum_search' has no attribute {name!r}")

@@ -29,3 +29,23 @@ def studies_dir(tmp_path: Path) -> Path:
     d = tmp_path / "studies"
     d.mkdir()
     return d
+
+
+# Tests that train a real (tiny) study or start several processes are `slow`; a development loop
+# can skip them with `python -m pytest -m "not slow"`. CI runs everything.
+_SLOW_MODULES = {
+    "test_search",
+    "test_selection",
+    "test_soak",
+    "test_ddp",
+    "test_concurrency",
+    "test_postgres",
+}
+_SLOW_FIXTURES = {"real_studies"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in _SLOW_MODULES or _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

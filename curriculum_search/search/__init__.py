@@ -1,0 +1,15 @@
+"""The search package: space files, curriculum encoding, baselines, the Optuna study and its
+coordinator, the selection race, results and the full run.
+
+Modules by job (data flows down this list):
+
+* :mod:`.space` — search-space files (validated configs), sampler and pruner;
+* :mod:`.encoding`, :mod:`.baselines`, :mod:`.heuristic` — curricula as trial parameters;
+* :mod:`.storage` — Optuna storages and locks; :mod:`.protocol` — the typed job/result files;
+* :mod:`.study` — create/resume a study, recover, enqueue baselines;
+* :mod:`.processes`, :mod:`.trial_worker`, :mod:`.coordinator` — run trials in their own processes;
+* :mod:`.race`, :mod:`.selection` — the race that decides what ships;
+* :mod:`.results`, :mod:`.fullrun`, :mod:`.listing` — best trial, recipes, shipped student, reports.
+
+:mod:`.service` re-exports the names earlier versions had there.
+"""
