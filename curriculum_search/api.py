@@ -135,7 +135,7 @@ def export_recipe(
     storage: str | None = None,
 ) -> str:
     """YAML text of a trial's recipe (default: the best finished trial) with provenance."""
-    from curriculum_search.search.results import export_recipe as _export
+    from curriculum_search.search.selection import export_recipe as _export
 
     return _export(study, storage, Path(studies_dir), trial, proxy=proxy)
 

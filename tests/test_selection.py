@@ -17,8 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from curriculum_search.cli import main as cli
-from curriculum_search.curriculum.datasets import build_datasets
-from curriculum_search.errors import ConfigError, StudyError
+from curriculum_search.errors import StudyError
 from curriculum_search.search.fullrun import run_full
 from curriculum_search.search.selection import selection_study_name
 from curriculum_search.search.space import load_space
@@ -166,19 +165,6 @@ def test_race_runs_are_visible_in_optunas_own_api(searched: Path):
     assert all(t.user_attrs.get("arm") for t in race.get_trials())
 
 
-def test_selection_settings_are_validated(tmp_path: Path):
-    for block, field in (
-        ({"rungs": [0.5]}, "selection.rungs"),
-        ({"rungs": [1.0], "seeds": [1]}, "selection.seeds"),
-        ({"rungs": [0.5, 1.0], "seeds": [2]}, "selection.seeds"),
-        ({"confidence": 1.0}, "selection.confidence"),
-        ({"margin": -0.1}, "selection.margin"),
-        ({"shortlist": -1}, "selection.shortlist"),
-    ):
-        with pytest.raises(ConfigError, match=field):
-            load_space(write_space(tmp_path, selection=block))
-
-
 def test_select_override_from_the_command_line_is_validated(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -188,34 +174,3 @@ def test_select_override_from_the_command_line_is_validated(
     )
     assert code == 2
     assert "selection.seeds" in capsys.readouterr().err
-
-
-def test_selection_and_report_splits_are_disjoint(tmp_path: Path):
-    space = load_space(write_space(tmp_path))
-    sel, rep = space.split_data("selection"), space.split_data("report")
-    root = tmp_path / "studies"
-    kw = {"class_names": None, "cache_root": root / "_cache", "base_dir": root}
-    d_sel, d_rep = build_datasets(sel, **kw), build_datasets(rep, **kw)
-    base = d_sel.train_base
-    train_ids = {base.ids[i] for i in _positions(d_sel.train)}
-    sel_ids = {img for img in _ids(d_sel.val)}
-    rep_ids = {img for img in _ids(d_rep.val)}
-    assert sel_ids and rep_ids
-    assert not sel_ids & train_ids  # the selection split is never trained on
-    assert sel_ids <= set(base.ids)  # ... and carved out of the training images
-    assert d_rep.val.ann_file != base.ann_file  # the report split is the validation set  # type: ignore[attr-defined]
-    assert len(sel_ids) == round(0.25 * len(base.ids))
-    assert space.split_names() == ("holdout", "val")
-
-
-def _positions(ds) -> list[int]:  # type: ignore[no-untyped-def]
-    from curriculum_search.data.coco import _base_positions
-
-    return _base_positions(ds)
-
-
-def _ids(ds) -> list[int]:  # type: ignore[no-untyped-def]
-    from curriculum_search.data.coco import base_dataset
-
-    base = base_dataset(ds)
-    return [base.ids[i] for i in _positions(ds)]

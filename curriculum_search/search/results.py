@@ -41,45 +41,55 @@ def summarize(study: optuna.Study, spec: StorageSpec) -> SearchSummary:
     )
 
 
+def provenance(space: SearchSpace, study_name: str, **extra: object) -> dict[str, object]:
+    """What an exported recipe records about where it came from (plus ``extra``)."""
+    import torch
+    import torchvision
+
+    return {
+        "study": study_name,
+        **extra,
+        "data_hash": stable_hash(to_dict(space.data)),
+        "exported": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {
+            "curriculum_search": __version__,
+            "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__),
+            "optuna": str(optuna.__version__),
+        },
+    }
+
+
 def trial_recipe(
     space: SearchSpace, study: optuna.Study, trial: FrozenTrial, studies_root: Path, *, proxy: bool = False
 ) -> Recipe:
     """The recipe of ``trial``'s curriculum at proxy or full length, with provenance."""
     choice = choice_from_dict(trial.user_attrs["curriculum"])
     phase = space.proxy if proxy else space.full
-    seed = space.seed
     recipe = build_recipe(
-        space, choice, iterations=phase.iterations, proxy=proxy, seed=seed, studies_root=studies_root
+        space, choice, iterations=phase.iterations, proxy=proxy, seed=space.seed, studies_root=studies_root
     )
-    import torch
-    import torchvision
-
     prov = dict(recipe.provenance)
     prov.update(
-        study=study.study_name,
-        trial=trial.number,
-        baseline=trial.user_attrs.get("baseline"),
-        proxy_ap=trial.value,
-        data_hash=stable_hash(to_dict(space.data)),
-        exported=datetime.now(UTC).isoformat(timespec="seconds"),
-        versions={
-            "curriculum_search": __version__,
-            "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__),
-            "optuna": str(optuna.__version__),
-        },
+        provenance(
+            space,
+            study.study_name,
+            trial=trial.number,
+            baseline=trial.user_attrs.get("baseline"),
+            proxy_ap=trial.value,
+        )
     )
     return replace(recipe, name=f"{study.study_name}-trial{trial.number}", provenance=prov)
 
 
-def export_recipe(
+def export_trial_recipe(
     study_name_: str,
     storage: str | None,
     studies_root: Path,
     trial_number: int | None = None,
     proxy: bool = False,
 ) -> str:
-    """YAML text of the best (or given) trial's recipe."""
+    """YAML text of the best-proxy (or given) trial's recipe."""
     spec = storage_spec(studies_root, study_name_, storage)
     study = load_study_readonly(spec, study_name_)
     if trial_number is None:

@@ -65,7 +65,7 @@ from curriculum_search.search.race import (
     plan_race,
     pooled_seed_std,
 )
-from curriculum_search.search.results import trial_recipe
+from curriculum_search.search.results import export_trial_recipe, provenance
 from curriculum_search.search.space import SearchSpace, SelectionConfig
 from curriculum_search.search.storage import (
     StorageSpec,
@@ -74,9 +74,9 @@ from curriculum_search.search.storage import (
     open_storage,
     storage_spec,
 )
-from curriculum_search.search.study import first_stage_min
+from curriculum_search.search.study import first_stage_min, space_of
 from curriculum_search.utils.config import to_dict
-from curriculum_search.utils.io import atomic_write_text
+from curriculum_search.utils.io import atomic_write_text, dump_yaml
 
 log = logging.getLogger(__name__)
 
@@ -564,6 +564,8 @@ def summary(
             "winner": winner.label,
             "winner_key": winner.key,
             "winner_description": cands[winner.key].choice.describe(),
+            "winner_curriculum": cands[winner.key].choice.as_dict(),
+            "winner_seed": last.seeds[0],
             "best_baseline": inc.label,
             "delta_ap_mean": delta,
             "delta_ap_interval": interval,
@@ -670,6 +672,56 @@ def load_decision(spec: StorageSpec, name: str) -> dict[str, Any] | None:
 
 
 # -- shipping the winner -------------------------------------------------------------------------------
+def selected_recipe(
+    space: SearchSpace, studies_root: Path, study_name: str, decision: Mapping[str, Any]
+) -> Recipe:
+    """The shipped curriculum as a full-length recipe: the winner's curriculum and the seed of its
+    first full-length race run (training it again reproduces ``full/student.pt``), with the
+    decision and the held-out report in its provenance."""
+    sel = decision["selection"]
+    choice = choice_from_dict(sel["winner_curriculum"])
+    recipe = build_recipe(
+        space,
+        choice,
+        iterations=int(sel["budget_iterations"]),
+        proxy=False,
+        seed=int(sel["winner_seed"]),
+        studies_root=studies_root,
+    )
+    prov = dict(recipe.provenance)
+    prov.update(
+        provenance(
+            space,
+            study_name,
+            trial=sel.get("winner_trial"),
+            baseline=sel["winner"] if sel.get("winner_is_baseline") else None,
+            selection={k: v for k, v in sel.items() if k not in ("rungs", "winner_curriculum")},
+            report=decision.get("final"),
+        )
+    )
+    return dataclasses.replace(recipe, name=f"{study_name}-selected", provenance=prov)
+
+
+def export_recipe(
+    study_name_: str,
+    storage: str | None,
+    studies_root: Path,
+    trial_number: int | None = None,
+    proxy: bool = False,
+) -> str:
+    """YAML text of the shipped curriculum (once a selection has decided) or of a trial.
+
+    Without ``trial_number``: the selection's winner when a race has finished, else the trial with
+    the best proxy value. ``proxy`` exports a trial at the proxy length.
+    """
+    spec = storage_spec(studies_root, study_name_, storage)
+    decision = load_decision(spec, study_name_) if trial_number is None and not proxy else None
+    if decision is None or "winner_curriculum" not in decision.get("selection", {}):
+        return export_trial_recipe(study_name_, storage, studies_root, trial_number, proxy=proxy)
+    space = space_of(load_study_readonly(spec, study_name_))
+    return dump_yaml(recipe_to_dict(selected_recipe(space, studies_root, study_name_, decision)))
+
+
 def ship(space: SearchSpace, opts: SearchOptions, outcome: SelectionOutcome) -> Path:
     """Make the winner's first full-length run the study's full run and export its recipe.
 
@@ -686,21 +738,10 @@ def ship(space: SearchSpace, opts: SearchOptions, outcome: SelectionOutcome) -> 
     key = (win.arm.key, last.iterations, last.seeds[0])
     src = _run_dir(spec, key)
     out = spec.study_dir / "full"
-    recipe = _recipe(space, win, key, opts, "selection")
-    if win.arm.source_trial is not None and win.choice.key == win.arm.key:
-        search = load_study_readonly(spec, outcome.study_name)
-        trial = next((t for t in search.get_trials(deepcopy=False) if t.number == win.arm.source_trial), None)
-        if trial is not None:
-            exported = trial_recipe(space, search, trial, opts.studies_root, proxy=False)
-            recipe = dataclasses.replace(exported, data=recipe.data, seed=recipe.seed, stages=recipe.stages)
-    prov = dict(recipe.provenance)
-    prov.update(
-        selection={k: v for k, v in outcome.summary["selection"].items() if k != "rungs"},
-        report=outcome.summary["final"],
-        race_run=str(src.relative_to(spec.study_dir)),
-        exported=datetime.now(UTC).isoformat(timespec="seconds"),
+    recipe = selected_recipe(space, opts.studies_root, outcome.study_name, outcome.summary)
+    recipe = dataclasses.replace(
+        recipe, provenance={**recipe.provenance, "race_run": str(src.relative_to(spec.study_dir))}
     )
-    recipe = dataclasses.replace(recipe, name=f"{outcome.study_name}-selected", provenance=prov)
     old = out / "metrics.json"
     if old.is_file():
         try:
@@ -742,10 +783,6 @@ def ship(space: SearchSpace, opts: SearchOptions, outcome: SelectionOutcome) -> 
     return out / "student.pt"
 
 
-def recipe_dict(recipe: Recipe) -> dict[str, Any]:  # pragma: no cover - convenience for notebooks
-    return recipe_to_dict(recipe)
-
-
 __all__ = [
     "DECISION",
     "SELECTION_OF",
@@ -753,6 +790,7 @@ __all__ = [
     "Candidate",
     "SelectionOutcome",
     "decision_lines",
+    "export_recipe",
     "is_selection_study",
     "load_decision",
     "open_selection_study",
@@ -760,6 +798,7 @@ __all__ = [
     "race_results",
     "race_settings",
     "run_selection",
+    "selected_recipe",
     "selection_study_name",
     "ship",
     "shortlist",

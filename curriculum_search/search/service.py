@@ -15,7 +15,8 @@ from curriculum_search.search.coordinator import run_search
 from curriculum_search.search.fullrun import run_full
 from curriculum_search.search.listing import StudyRow, format_studies, list_studies, study_status
 from curriculum_search.search.options import SearchOptions, SearchSummary, study_name
-from curriculum_search.search.results import best_trial, export_recipe, summarize, trial_recipe
+from curriculum_search.search.results import best_trial, summarize, trial_recipe
+from curriculum_search.search.selection import export_recipe
 from curriculum_search.search.study import (
     FINISHED,
     enqueue_baselines,
