@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from curriculum_search.errors import TrialFailure, UserError
 
@@ -148,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from curriculum_search import __version__
+    from curriculum_search._version import __version__
 
     parser.add_argument("--version", action="version", version=f"curriculum_search {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -301,65 +300,12 @@ def _setup_logging(args: argparse.Namespace) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _progress_bars(args: argparse.Namespace) -> bool:
-    """Progress bars on a terminal only: redirected to a file they would fill it with redraws."""
-    return not args.quiet and sys.stderr.isatty()
-
-
-def _cache_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from curriculum_search.distill.cache import CacheConfig
-
-    return CacheConfig(
-        enabled=not args.no_cache,
-        root=args.studies_dir / "_cache" / "teachers",
-        max_memory_mb=args.cache_memory_mb,
-        max_disk_mb=args.cache_disk_mb,
-    )
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from curriculum_search.curriculum.recipe import load_recipe
-    from curriculum_search.curriculum.trainer import RunOptions, run_recipe
-
-    recipe = load_recipe(args.recipe)
-    out = args.out or (args.studies_dir / "runs" / recipe.name)
-    if args.restart and (out / "checkpoints" / "last.pt").exists():
-        (out / "checkpoints" / "last.pt").unlink()
-    options = RunOptions(
-        out_dir=out,
-        cache_root=args.studies_dir / "_cache",
-        base_dir=_recipe_base(args.recipe, args.studies_dir, recipe),
-        source=args.recipe,
-        cache=_cache_config(args),
-        progress=_progress_bars(args),
-        device=args.device,
-        threads=args.threads,
-    )
-    result = run_recipe(recipe, options)
-    m = result.metrics
-    print(f"{recipe.name}: AP {m.ap:.4f}  AP50 {m.ap50:.4f}  AP75 {m.ap75:.4f}  ({result.wall_time_s:.0f}s)")
-    print(f"student weights: {result.student_path}\nmetrics: {result.metrics_path}")
-    return 0
-
-
-def _recipe_base(recipe_path: Path, studies_dir: Path, recipe: Any) -> Path:
-    """Relative paths in a recipe resolve against the studies folder for recipes exported from a
-    study or living inside it (they point at the shared zoo), else against the recipe's folder."""
-    rp, sd = recipe_path.resolve(), studies_dir.resolve()
-    return sd if (rp.is_relative_to(sd) or recipe.provenance.get("study")) else rp.parent
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
-    handlers = {"train": cmd_train}
-    try:
-        from curriculum_search import commands
+    from curriculum_search.commands import HANDLERS as handlers
 
-        handlers.update(commands.HANDLERS)
-    except ImportError:
-        pass
     key = args.command if args.command != "zoo" else f"zoo_{args.zoo_command}"
     try:
         return handlers[key](args)

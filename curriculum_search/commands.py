@@ -6,9 +6,57 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from curriculum_search.cli import _cache_config, _progress_bars
 from curriculum_search.errors import ConfigError, StudyError
+
+
+def progress_bars(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal only: redirected to a file they would fill it with redraws."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def cache_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from curriculum_search.distill.cache import CacheConfig
+
+    return CacheConfig(
+        enabled=not args.no_cache,
+        root=args.studies_dir / "_cache" / "teachers",
+        max_memory_mb=args.cache_memory_mb,
+        max_disk_mb=args.cache_disk_mb,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from curriculum_search.curriculum.recipe import load_recipe
+    from curriculum_search.curriculum.trainer import RunOptions, run_recipe
+
+    recipe = load_recipe(args.recipe)
+    out = args.out or (args.studies_dir / "runs" / recipe.name)
+    if args.restart and (out / "checkpoints" / "last.pt").exists():
+        (out / "checkpoints" / "last.pt").unlink()
+    options = RunOptions(
+        out_dir=out,
+        cache_root=args.studies_dir / "_cache",
+        base_dir=_recipe_base(args.recipe, args.studies_dir, recipe),
+        source=args.recipe,
+        cache=cache_config(args),
+        progress=progress_bars(args),
+        device=args.device,
+        threads=args.threads,
+    )
+    result = run_recipe(recipe, options)
+    m = result.metrics
+    print(f"{recipe.name}: AP {m.ap:.4f}  AP50 {m.ap50:.4f}  AP75 {m.ap75:.4f}  ({result.wall_time_s:.0f}s)")
+    print(f"student weights: {result.student_path}\nmetrics: {result.metrics_path}")
+    return 0
+
+
+def _recipe_base(recipe_path: Path, studies_dir: Path, recipe: Any) -> Path:
+    """Relative paths in a recipe resolve against the studies folder for recipes exported from a
+    study or living inside it (they point at the shared zoo), else against the recipe's folder."""
+    rp, sd = recipe_path.resolve(), studies_dir.resolve()
+    return sd if (rp.is_relative_to(sd) or recipe.provenance.get("study")) else rp.parent
 
 
 def _space(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -58,8 +106,8 @@ def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no
         workers=getattr(args, "workers", 1),
         device=args.device,
         threads=args.threads,
-        cache=_cache_config(args),
-        progress=_progress_bars(args),
+        cache=cache_config(args),
+        progress=progress_bars(args),
         seed=getattr(args, "seed", None),
         space_file=space_file,
     )
@@ -71,10 +119,10 @@ def _build_zoo(space, args: argparse.Namespace) -> None:  # type: ignore[no-unty
     infos = build_zoo(
         space,
         args.studies_dir,
-        cache=_cache_config(args),
+        cache=cache_config(args),
         device=args.device,
         threads=args.threads,
-        progress=_progress_bars(args),
+        progress=progress_bars(args),
         source=args.space,
     )
     print(format_pool(infos))
@@ -202,6 +250,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {
+    "train": cmd_train,
     "run": cmd_run,
     "select": cmd_select,
     "search": cmd_search,

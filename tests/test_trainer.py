@@ -219,14 +219,14 @@ def test_cli_shows_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch):
     import argparse
     import io
 
-    from curriculum_search.cli import _progress_bars
+    from curriculum_search.commands import progress_bars
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     monkeypatch.setattr("sys.stderr", io.StringIO())
-    assert not _progress_bars(argparse.Namespace(quiet=False))
+    assert not progress_bars(argparse.Namespace(quiet=False))
     monkeypatch.setattr("sys.stderr", Tty())
-    assert _progress_bars(argparse.Namespace(quiet=False))
-    assert not _progress_bars(argparse.Namespace(quiet=True))
+    assert progress_bars(argparse.Namespace(quiet=False))
+    assert not progress_bars(argparse.Namespace(quiet=True))

@@ -88,20 +88,6 @@ def read_spec(ckpt: dict[str, Any], path: str | Path) -> DetectorSpec:
     return from_dict(DetectorSpec, ckpt["spec"], path=path, prefix="spec")
 
 
-def load_detector(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[Detector, dict[str, Any]]:
-    """Rebuild a detector from a model checkpoint; returns ``(model, checkpoint dict)``."""
-    from curriculum_search.models.factory import build_detector
-
-    ckpt = load_checkpoint(path, map_location)
-    spec = read_spec(ckpt, path)
-    model = build_detector(spec.with_updates(weights=None), load_weights=False, source=path)
-    _load_state(model, ckpt["state_dict"], path)
-    model.spec = spec.with_updates(weights=str(path))
-    return model, ckpt
-
-
 def load_detector_weights(model: Detector, path: str | Path) -> dict[str, Any]:
     """Load a checkpoint's weights into an existing model, refusing another architecture."""
     ckpt = load_checkpoint(path)
@@ -117,11 +103,11 @@ def load_detector_weights(model: Detector, path: str | Path) -> dict[str, Any]:
         state = ckpt["state_dict"]
     else:
         state = ckpt.get("state_dict", ckpt.get("model", ckpt))
-    _load_state(model, state, path)
+    load_state_checked(model, state, path)
     return ckpt
 
 
-def _load_state(model: Detector, state: dict[str, Any], path: str | Path) -> None:
+def load_state_checked(model: Detector, state: dict[str, Any], path: str | Path) -> None:
     try:
         _unwrap(model).load_state_dict(state, strict=True)
     except RuntimeError as exc:

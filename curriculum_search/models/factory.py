@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from curriculum_search.errors import CheckpointError, ConfigError
 from curriculum_search.models._registry import arch_builder
+from curriculum_search.models.checkpoint import (
+    load_checkpoint,
+    load_detector_weights,
+    load_state_checked,
+    read_spec,
+)
 from curriculum_search.models.detector import Detector
 from curriculum_search.models.spec import DetectorSpec
 
@@ -44,8 +53,6 @@ def build_detector(
     if weights and weights.startswith("torchvision:"):
         _load_torchvision(model, spec, weights.split(":", 1)[1], source)
     elif weights and weights != "timm":
-        from curriculum_search.models.checkpoint import load_detector_weights
-
         load_detector_weights(model, Path(weights))
     return model
 
@@ -87,4 +94,16 @@ def torchvision_class_names(arch: str) -> tuple[str, ...]:
     return tuple(enum.DEFAULT.meta["categories"][1:])
 
 
-__all__ = ["build_detector", "torchvision_class_names"]
+def load_detector(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Detector, dict[str, Any]]:
+    """Rebuild a detector from a model checkpoint; returns ``(model, checkpoint dict)``."""
+    ckpt = load_checkpoint(path, map_location)
+    spec = read_spec(ckpt, path)
+    model = build_detector(spec.with_updates(weights=None), load_weights=False, source=path)
+    load_state_checked(model, ckpt["state_dict"], path)
+    model.spec = spec.with_updates(weights=str(path))
+    return model, ckpt
+
+
+__all__ = ["build_detector", "load_detector", "torchvision_class_names"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from curriculum_search import __version__
+from curriculum_search._version import __version__
 from curriculum_search.curriculum.recipe import Recipe, recipe_to_dict
 from curriculum_search.errors import StudyError
 from curriculum_search.search.encoding import build_recipe, choice_from_dict

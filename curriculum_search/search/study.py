@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from curriculum_search import __version__
+from curriculum_search._version import __version__
 from curriculum_search.errors import ConfigError, StudyError
 from curriculum_search.search.baselines import baseline_choices, student_only_params
 from curriculum_search.search.encoding import min_stage_iterations

@@ -102,7 +102,7 @@ def evaluate_on(res: RunResult, recipe: Recipe, data: DataConfig, options: RunOp
     """
     from curriculum_search.curriculum.datasets import build_datasets
     from curriculum_search.engine.evaluate import evaluate
-    from curriculum_search.models.checkpoint import load_detector
+    from curriculum_search.models import load_detector
     from curriculum_search.utils.runtime import pick_device
 
     path = res.student_path.parent / f"metrics-{data.eval_split}.json"
