@@ -346,12 +346,12 @@ def page_overview(ctx: Context) -> None:
     full = full_run(ctx.src)
     c = st.columns(6)
     if best is not None:
-        delta = f"{float(best['value']) - ref_ap:+.4f} vs no KD" if ref_ap is not None else None
+        vs = f"; the student-only baseline's proxy AP is {ref_ap:.4f}" if ref_ap is not None else ""
         c[0].metric(
             "Best proxy AP",
             _fmt(float(best["value"])),
-            delta,
-            help=f"trial #{int(best['number'])}; delta against the student-only baseline",
+            help=f"trial #{int(best['number'])}: one short single-seed run{vs}. Proxy differences are "
+            "within seed noise; the selection race decides what ships.",
         )
     else:
         c[0].metric("Best proxy AP", "–")
@@ -362,9 +362,17 @@ def page_overview(ctx: Context) -> None:
     c[5].metric("Full run", full.state if full is not None else "not started")
     if target:
         st.progress(min(1.0, finished / target), text=f"search progress: {finished}/{target} trials")
-    if best is not None:
+    decision = race.decision if (race := _race_or_none(ctx)) is not None else None
+    if decision is not None:
+        sel = decision["selection"]
         st.markdown(
-            f"**Best curriculum** (trial #{int(best['number'])}{', baseline ' + best['baseline'] if best['baseline'] else ''}): `{best['description']}`"
+            f"**Best curriculum (selected by the race, shipped)**: {sel['winner']} — `{sel['winner_description']}`"
+        )
+        _recipe_button(ctx, None, "Download the best recipe (YAML)", key="dl_best")
+    elif best is not None:
+        st.markdown(
+            f"**Best curriculum so far** (best proxy value, not selected yet: trial #{int(best['number'])}"
+            f"{', baseline ' + best['baseline'] if best['baseline'] else ''}): `{best['description']}`"
         )
         _recipe_button(ctx, None, "Download the best recipe (YAML)", key="dl_best")
     _plot(ch.optimization_history(data.trials, bases, data.teacher_info, data.maximize), "history")
@@ -746,6 +754,13 @@ def page_baselines(ctx: Context) -> None:
     )
     if full.student_exists:
         st.caption(f"Student weights: `{full.folder / 'student.pt'}`")
+
+
+def _race_or_none(ctx: Context) -> dd.Race | None:
+    try:
+        return dd.load_race(ctx.src)
+    except Exception:  # the race section says why; the overview stays up
+        return None
 
 
 def race_section(ctx: Context) -> None:
