@@ -174,3 +174,24 @@ def test_kendall_tau_and_pooled_std():
     assert kendall_tau([1, 2], [1, 2]) is None
     assert pooled_seed_std({"a": [1.0, 3.0], "b": [2.0, 2.0]}) == pytest.approx(math.sqrt(2 / 2))
     assert pooled_seed_std({"a": [1.0]}) is None
+
+
+def test_a_race_run_killed_again_and_again_counts_as_failed():
+    import optuna
+
+    from curriculum_search.search.selection import MAX_INTERRUPTIONS, race_results
+
+    study = optuna.create_study(direction="maximize")
+    attrs = {"arm_key": "a", "iterations": 100, "seed": 0}
+    for i in range(MAX_INTERRUPTIONS):
+        t = study.ask()
+        for k, v in {**attrs, "interrupted": True}.items():
+            t.set_user_attr(k, v)
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+        assert (("a", 100, 0) in race_results(study)) == (i + 1 >= MAX_INTERRUPTIONS)
+    assert race_results(study)[("a", 100, 0)] is None
+    t = study.ask()
+    for k, v in {**attrs, "seed": 1}.items():
+        t.set_user_attr(k, v)
+    study.tell(t, 0.25)
+    assert race_results(study)[("a", 100, 1)] == 0.25

@@ -86,6 +86,8 @@ SELECTION_SUFFIX = ":selection"
 SELECTION_OF = "selection_of"
 #: Study attribute of the selection study: the decision and report (see :func:`summary`).
 DECISION = "decision"
+#: A race run interrupted this often (SIGKILL: OOM killer, operator) counts as failed.
+MAX_INTERRUPTIONS = 3
 #: Kendall τ at or below which the proxy is said to have carried no information.
 TAU_WARNING = 0.2
 
@@ -249,15 +251,20 @@ def _recover(study: optuna.Study, echo: Callable[[str], None]) -> None:
 def race_results(study: optuna.Study) -> dict[RunKey, float | None]:
     """Finished race runs: AP on the selection split, ``None`` for a run that failed by itself."""
     out: dict[RunKey, float | None] = {}
+    kills: dict[RunKey, int] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         a = t.user_attrs
-        if "arm_key" not in a or a.get("interrupted"):
+        if "arm_key" not in a:
             continue
         key = (str(a["arm_key"]), int(a["iterations"]), int(a["seed"]))
         if t.state == TrialState.COMPLETE:
             out[key] = t.value
-        else:
+        elif not a.get("interrupted"):
             out.setdefault(key, None)
+        else:  # killed with its coordinator or by the OOM killer: run it again, but not forever
+            kills[key] = kills.get(key, 0) + 1
+            if kills[key] >= MAX_INTERRUPTIONS:
+                out.setdefault(key, None)
     return out
 
 
