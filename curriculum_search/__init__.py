@@ -13,28 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from curriculum_search import api as _api  # light: the API imports its dependencies lazily
 from curriculum_search._version import __version__
 
-_API = (
-    "build_zoo",
-    "export_recipe",
-    "list_models",
-    "list_studies",
-    "load_space",
-    "options",
-    "run",
-    "run_search",
-    "select",
-    "status",
-    "train",
-)
-
-__all__ = ["__version__", *_API]
+__all__ = ["__version__", *_api.__all__]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
-        from curriculum_search import api
-
-        return getattr(api, name)
+    if name in _api.__all__:
+        return getattr(_api, name)
     raise AttributeError(f"module 'curriculum_search' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from curriculum_search.errors import StudyError
 from curriculum_search.search.service import export_recipe, list_studies, run_search
 from curriculum_search.search.space import load_space
 from curriculum_search.search.storage import load_study_readonly, storage_spec
-from tests.helpers import TINY, opts, write_space
+from tests.helpers import TINY, kill_when, opts, write_space
 
 
 @pytest.fixture(scope="module")
@@ -180,9 +180,6 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing(tmp_path: Path):
         "-q",
     ]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = studies / "tiny" / "study.db"
-    deadline = time.time() + 300
-    victim = None
 
     def trial_past_a_checkpoint():  # a RUNNING trial with a checkpoint, once some trial is COMPLETE
         # read-only, like `status`: a plain optuna.load_study would race the coordinator's schema creation
@@ -199,24 +196,7 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing(tmp_path: Path):
             None,
         )
 
-    try:
-        while time.time() < deadline and victim is None:
-            time.sleep(0.5)
-            if not db.exists():
-                continue
-            try:
-                if trial_past_a_checkpoint() is None:
-                    continue
-            except StudyError:  # database created, study not yet
-                continue
-            os.killpg(proc.pid, signal.SIGSTOP)  # freeze coordinator + trial, then look again:
-            victim = trial_past_a_checkpoint()  # what we see now is what the kill leaves behind
-            if victim is None:
-                os.killpg(proc.pid, signal.SIGCONT)
-        assert victim is not None, "no trial reached a checkpoint in time"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    victim = kill_when(proc, trial_past_a_checkpoint)
     time.sleep(0.5)
     left_running = [t.number for t in _load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
     assert left_running == [victim.number]

@@ -5,11 +5,8 @@ the race then a rerun that repeats no finished run, the shipped student with its
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -17,12 +14,11 @@ import pytest
 from optuna.trial import TrialState
 
 from curriculum_search.cli import main as cli
-from curriculum_search.errors import StudyError
 from curriculum_search.search.fullrun import run_full
 from curriculum_search.search.selection import selection_study_name
 from curriculum_search.search.space import load_space
 from curriculum_search.search.storage import load_study_readonly, storage_spec
-from tests.helpers import opts, write_space
+from tests.helpers import kill_when, opts, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +51,6 @@ def test_kill_9_during_the_race_then_rerun_repeats_no_finished_run(searched: Pat
     cmd = [sys.executable, "-m", "curriculum_search", "select", "--space", str(space_file)]
     cmd += ["--studies-dir", str(studies), "--threads", "1", "-q"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, victim = time.time() + 300, None
 
     def run_past_a_checkpoint():  # a RUNNING race run with a checkpoint, once one run is COMPLETE
         trials = _race(studies)
@@ -71,22 +66,7 @@ def test_kill_9_during_the_race_then_rerun_repeats_no_finished_run(searched: Pat
             None,
         )
 
-    try:
-        while time.time() < deadline and victim is None:
-            time.sleep(0.3)
-            try:
-                if run_past_a_checkpoint() is None:
-                    continue
-            except StudyError:  # the selection study does not exist yet
-                continue
-            os.killpg(proc.pid, signal.SIGSTOP)
-            victim = run_past_a_checkpoint()
-            if victim is None:
-                os.killpg(proc.pid, signal.SIGCONT)
-        assert victim is not None, "no race run reached a checkpoint in time"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    victim = kill_when(proc, run_past_a_checkpoint)
     key = lambda t: (t.user_attrs["arm_key"], t.user_attrs["iterations"], t.user_attrs["seed"])  # noqa: E731
     done_before = {key(t): (t.number, t.value) for t in _race(studies) if t.state == TrialState.COMPLETE}
     assert done_before

@@ -14,7 +14,6 @@ and re-queuing the trials of a dead host.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +27,12 @@ from curriculum_search.search.encoding import CurriculumChoice, build_recipe, pr
 from curriculum_search.search.options import SearchOptions, SearchSummary, run_seeds, study_name
 from curriculum_search.search.processes import (
     Process,
+    finish,
     gpus,
+    heartbeats,
     job_for,
     progress_of,
     spawn,
-    start_heartbeat,
     stop_all,
     thread_count,
 )
@@ -114,77 +114,69 @@ def _coordinate(
         leave=False,
         dynamic_ncols=True,
     )
-    stop_heartbeat = threading.Event()
-    hb = (
-        start_heartbeat(study, lambda: [r.trial._trial_id for r in running.values()], stop_heartbeat)
-        if spec.is_server
-        else None
-    )
-    try:
-        while True:
-            done = finished_count(study)
-            out_of_time = timeout is not None and time.time() - t_start > timeout
-            free_slots = sorted(set(range(workers)) - {r.slot for r in running.values()})
-            while (
-                not out_of_time
-                and len(running) + len(waiting_reuse) < workers
-                and done + len(running) + len(waiting_reuse) < target
-            ):
-                if spec.is_server:
-                    optuna.storages.fail_stale_trials(study)
-                trial = study.ask()
-                choice = _decode(trial, space)
-                prepared = _prepare_trial(space, study, trial, choice, opts)
-                if prepared == "reused":
-                    done += 1
-                    bar.update(1)
-                    line = f"#{trial.number:<3} {trial.user_attrs.get('baseline') or 'search':<16} same curriculum as #{trial.user_attrs.get('reused_from')}: result reused  {choice.describe()}"
-                    opts.echo(line) if not opts.progress else bar.write(line)
-                    continue
-                if prepared == "wait":
-                    waiting_reuse.append((trial, choice))
-                    continue
-                if prepared == "infeasible":
-                    done += 1
-                    bar.update(1)
-                    continue
-                slot = free_slots.pop(0)
-                running[trial.number] = _launch(
-                    space, study, spec, trial, choice, opts, slot, threads, gpu_ids
-                )
-            if not running and not waiting_reuse:
-                break
-            time.sleep(0.25)
-            if workers == 1 and running:
-                _update_iteration_bar(it_bar, next(iter(running.values())))
-            for number, r in list(running.items()):
-                if not r.process.done():
-                    continue
-                del running[number]
-                line = _finish(study, r)
-                if not r.trial.user_attrs.get("requeued"):  # a re-queued trial is counted by its retry
-                    bar.update(1)
-                it_bar.reset()
-                opts.echo(line) if not opts.progress else bar.write(line)
-            for trial, choice in list(waiting_reuse):
-                if choice.key not in {r.choice.key for r in running.values()}:
-                    waiting_reuse.remove((trial, choice))
-                    if _prepare_trial(space, study, trial, choice, opts) == "reused":
+    with heartbeats(study, lambda: [r.trial._trial_id for r in running.values()], spec.is_server):
+        try:
+            while True:
+                done = finished_count(study)
+                out_of_time = timeout is not None and time.time() - t_start > timeout
+                free_slots = sorted(set(range(workers)) - {r.slot for r in running.values()})
+                while (
+                    not out_of_time
+                    and len(running) + len(waiting_reuse) < workers
+                    and done + len(running) + len(waiting_reuse) < target
+                ):
+                    if spec.is_server:
+                        optuna.storages.fail_stale_trials(study)
+                    trial = study.ask()
+                    choice = _decode(trial, space)
+                    prepared = _prepare_trial(space, study, trial, choice, opts)
+                    if prepared == "reused":
+                        done += 1
                         bar.update(1)
-                    else:  # the twin did not complete: run it ourselves
-                        slot = min(set(range(workers)) - {r.slot for r in running.values()})
-                        running[trial.number] = _launch(
-                            space, study, spec, trial, choice, opts, slot, threads, gpu_ids
-                        )
-    except BaseException:
-        stop_all(r.process for r in running.values())  # nothing orphaned; checkpoints stay for the retry
-        raise
-    finally:
-        stop_heartbeat.set()
-        if hb is not None:
-            hb.join(timeout=5)
-        it_bar.close()
-        bar.close()
+                        line = f"#{trial.number:<3} {trial.user_attrs.get('baseline') or 'search':<16} same curriculum as #{trial.user_attrs.get('reused_from')}: result reused  {choice.describe()}"
+                        opts.echo(line) if not opts.progress else bar.write(line)
+                        continue
+                    if prepared == "wait":
+                        waiting_reuse.append((trial, choice))
+                        continue
+                    if prepared == "infeasible":
+                        done += 1
+                        bar.update(1)
+                        continue
+                    slot = free_slots.pop(0)
+                    running[trial.number] = _launch(
+                        space, study, spec, trial, choice, opts, slot, threads, gpu_ids
+                    )
+                if not running and not waiting_reuse:
+                    break
+                time.sleep(0.25)
+                if workers == 1 and running:
+                    _update_iteration_bar(it_bar, next(iter(running.values())))
+                for number, r in list(running.items()):
+                    if not r.process.done():
+                        continue
+                    del running[number]
+                    line = _finish(study, r)
+                    if not r.trial.user_attrs.get("requeued"):  # a re-queued trial is counted by its retry
+                        bar.update(1)
+                    it_bar.reset()
+                    opts.echo(line) if not opts.progress else bar.write(line)
+                for trial, choice in list(waiting_reuse):
+                    if choice.key not in {r.choice.key for r in running.values()}:
+                        waiting_reuse.remove((trial, choice))
+                        if _prepare_trial(space, study, trial, choice, opts) == "reused":
+                            bar.update(1)
+                        else:  # the twin did not complete: run it ourselves
+                            slot = min(set(range(workers)) - {r.slot for r in running.values()})
+                            running[trial.number] = _launch(
+                                space, study, spec, trial, choice, opts, slot, threads, gpu_ids
+                            )
+        except BaseException:
+            stop_all(r.process for r in running.values())  # nothing orphaned; checkpoints stay for the retry
+            raise
+        finally:
+            it_bar.close()
+            bar.close()
 
 
 def _decode(trial: optuna.Trial, space: SearchSpace) -> CurriculumChoice:
@@ -317,23 +309,16 @@ def _update_iteration_bar(bar: Any, r: _Running) -> None:
 
 
 def read_result(study: optuna.Study, trial: optuna.Trial, process: Process) -> TrialResult:
-    """The trial process' result; a process that died without one is a failure (SIGKILL: retried once)."""
-    wall = process.close()
+    """The trial process' result; a process SIGKILLed without one is re-queued once."""
+    result, wall, killed = finish(process)
     trial.set_user_attr("wall_time_s", round(wall, 2))
-    try:
-        return TrialResult.read(process.run_dir)
-    except (OSError, ValueError, TypeError):
-        code = process.proc.returncode
-        killed = code in (-9, 137)
-        why = "killed (out of memory?)" if killed else f"crashed with exit code {code}"
-        result = TrialResult("fail", reason=f"trial process {why}; see {process.run_dir / 'trial.log'}")
-        # SIGKILL is mostly the OOM killer or an operator, rarely the curriculum itself: retry once
-        # (from the last checkpoint); a retry that is killed again fails for good
-        if killed and trial.user_attrs.get("retry_reason") != "killed":
-            enqueue_retry(study, trial, reason="killed")
-            trial.set_user_attr("requeued", True)
-            result.reason = f"{result.reason}; re-queued once, the retry resumes from the last checkpoint"
-        return result
+    # SIGKILL is mostly the OOM killer or an operator, rarely the curriculum itself: retry once
+    # (from the last checkpoint); a retry that is killed again fails for good
+    if killed and result.state == "fail" and trial.user_attrs.get("retry_reason") != "killed":
+        enqueue_retry(study, trial, reason="killed")
+        trial.set_user_attr("requeued", True)
+        result.reason = f"{result.reason}; re-queued once, the retry resumes from the last checkpoint"
+    return result
 
 
 def _finish(study: optuna.Study, r: _Running) -> str:

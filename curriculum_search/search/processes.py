@@ -14,14 +14,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import optuna
 
-from curriculum_search.search.protocol import TrialJob
+from curriculum_search.search.protocol import TrialJob, TrialResult
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,23 @@ class Process:
         """Close the log; the wall time in seconds."""
         self.log_file.close()
         return time.time() - self.started
+
+
+def finish(process: Process) -> tuple[TrialResult, float, bool]:
+    """Close a finished process: its result (a failure when it wrote none), wall time, and whether
+    it was SIGKILLed (OOM killer, operator) — a kill is not the run's fault."""
+    wall = process.close()
+    code = process.proc.returncode
+    killed = code in (-9, 137)
+    try:
+        return TrialResult.read(process.run_dir), wall, killed
+    except (OSError, ValueError, TypeError):
+        why = "killed (out of memory?)" if killed else f"crashed with exit code {code}"
+        return (
+            TrialResult("fail", reason=f"trial process {why}; see {process.run_dir / 'trial.log'}"),
+            wall,
+            killed,
+        )
 
 
 def gpus(device: str | None) -> list[str]:
@@ -122,6 +139,21 @@ def start_heartbeat(
     return th
 
 
+@contextlib.contextmanager
+def heartbeats(study: optuna.Study, trial_ids: Callable[[], list[int]], enabled: bool) -> Iterator[None]:
+    """Keep the heartbeats of the running trials while the block runs (``enabled``: server storage)."""
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
+    thread = start_heartbeat(study, trial_ids, stop)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def progress_of(run_dir: Path) -> dict[str, Any] | None:
     """The trainer's ``progress.json`` of a run (iteration, total, stage), if readable."""
     import json
@@ -132,7 +164,18 @@ def progress_of(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-__all__ = ["Process", "gpus", "progress_of", "spawn", "start_heartbeat", "stop_all", "thread_count"]
+__all__ = [
+    "Process",
+    "finish",
+    "gpus",
+    "heartbeats",
+    "job_for",
+    "progress_of",
+    "spawn",
+    "start_heartbeat",
+    "stop_all",
+    "thread_count",
+]
 
 
 def job_for(

@@ -28,7 +28,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,14 +45,14 @@ from curriculum_search.search.encoding import CurriculumChoice, build_recipe, ch
 from curriculum_search.search.options import SearchOptions, study_name
 from curriculum_search.search.processes import (
     Process,
+    finish,
     gpus,
+    heartbeats,
     job_for,
     spawn,
-    start_heartbeat,
     stop_all,
     thread_count,
 )
-from curriculum_search.search.protocol import TrialResult
 from curriculum_search.search.race import (
     Arm,
     PairedStats,
@@ -341,16 +340,11 @@ def _launch(
 
 
 def _finish(study: optuna.Study, r: _Running) -> str:
-    wall = r.process.close()
+    result, wall, killed = finish(r.process)
     trial = r.trial
     trial.set_user_attr("wall_time_s", round(wall, 2))
-    try:
-        result = TrialResult.read(r.process.run_dir)
-    except (OSError, ValueError, TypeError):
-        code = r.process.proc.returncode
-        result = TrialResult("fail", reason=f"race run process ended with exit code {code}")
-        if code in (-9, 137):  # killed (OOM killer, operator): not a result, run it again
-            trial.set_user_attr("interrupted", True)
+    if killed and result.state == "fail":  # not the run's fault: run it again (see race_results)
+        trial.set_user_attr("interrupted", True)
     label = f"{trial.user_attrs['arm']:<28} {r.key[1]:>5} it  seed {r.key[2]}"
     if result.state == "complete" and result.value is not None:
         trial.set_user_attr("metrics", result.metrics)
@@ -431,37 +425,28 @@ def _race(
     threads = thread_count(opts.threads, workers)
     gpu_ids = gpus(opts.device)
     running: dict[RunKey, _Running] = {}
-    stop_hb = threading.Event()
-    hb = (
-        start_heartbeat(study, lambda: [r.trial._trial_id for r in running.values()], stop_hb)
-        if spec.is_server
-        else None
-    )
-    try:
-        while True:
-            plan = plan_race(arms, settings, race_results(study))
-            if plan.done and not running:
-                return plan
-            todo = [k for k in plan.pending if k not in running]
-            rung = len(plan.rungs)
-            while todo and len(running) < workers:
-                key = todo.pop(0)
-                slot = min(set(range(workers)) - {r.process.slot for r in running.values()})
-                running[key] = _launch(space, study, spec, cands, key, opts, slot, threads, gpu_ids, rung)
-            time.sleep(0.25)
-            for key, r in list(running.items()):
-                if r.process.done():
-                    del running[key]
-                    opts.echo(_finish(study, r))
-            if not running and not plan.pending and not plan.done:  # pragma: no cover - defensive
-                raise StudyError("selection: the race made no progress")
-    except BaseException:
-        stop_all(r.process for r in running.values())
-        raise
-    finally:
-        stop_hb.set()
-        if hb is not None:
-            hb.join(timeout=5)
+    with heartbeats(study, lambda: [r.trial._trial_id for r in running.values()], spec.is_server):
+        try:
+            while True:
+                plan = plan_race(arms, settings, race_results(study))
+                if plan.done and not running:
+                    return plan
+                todo = [k for k in plan.pending if k not in running]
+                rung = len(plan.rungs)
+                while todo and len(running) < workers:
+                    key = todo.pop(0)
+                    slot = min(set(range(workers)) - {r.process.slot for r in running.values()})
+                    running[key] = _launch(space, study, spec, cands, key, opts, slot, threads, gpu_ids, rung)
+                time.sleep(0.25)
+                for key, r in list(running.items()):
+                    if r.process.done():
+                        del running[key]
+                        opts.echo(_finish(study, r))
+                if not running and not plan.pending and not plan.done:  # pragma: no cover - defensive
+                    raise StudyError("selection: the race made no progress")
+        except BaseException:
+            stop_all(r.process for r in running.values())
+            raise
 
 
 # -- the report -------------------------------------------------------------------------------------
