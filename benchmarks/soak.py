@@ -5,7 +5,7 @@ nothing was lost.
     python benchmarks/soak.py --short          # 5 kills, about 3 minutes (run by tests/test_soak.py)
 
 The job is the real command, ``python -m curriculum_search run`` (zoo build, search with a trial
-process per trial, full run of the best curriculum, export), started in its own session with one
+process per trial, selection race whose last rung is the full run, export), started in its own session with one
 CPU thread at low priority. Each kill comes only after the job made durable progress since it
 (re)started (a checkpoint, a trial result or a teacher's ``info.json`` written), so the job always
 advances; then the soak, depending on the kill planned:
@@ -16,7 +16,7 @@ advances; then the soak, depending on the kill planned:
 * ``worker`` — SIGKILL of the trial process only (what the kernel's OOM killer does); the
   coordinator survives and must record that trial as FAILED and go on.
 
-The last ``max(2, kills // 5)`` kills wait for the full-length run of the best curriculum. After a
+The last ``max(2, kills // 5)`` kills wait for the selection race (its last rung is the full run). After a
 group kill the job is restarted with the same command (it resumes). After the last kill it runs to
 the end, and these invariants are checked (each printed as PASS/FAIL; exit status 1 if any fails):
 
@@ -31,9 +31,10 @@ the end, and these invariants are checked (each printed as PASS/FAIL; exit statu
 * ``checkpoints_loadable``: every ``*.pt`` of the study and the zoo loads (sha256 verified when its
   sidecar exists) and every teacher-cache entry decodes;
 * ``full_run_same_recipe``: ``full/recipe.yaml``, ``best_recipe.yaml``, the full run's metrics and
-  the best trial's curriculum all have the same recipe hash; no ``full-previous-*`` folder appeared;
-* ``full_run_matches_uninterrupted``: the best recipe trained again without interruption gives the
-  same AP and weights as the killed-and-resumed full run;
+  the selected curriculum (the race's decision) all have the same recipe hash; no
+  ``full-previous-*`` folder appeared;
+* ``full_run_matches_uninterrupted``: the shipped recipe trained again without interruption gives
+  the same AP (selection split) and weights as the killed-and-resumed race run that shipped;
 * ``kills_done``: at least ``--kills`` kills, with every mode and at least one during the full run.
 
 Writes ``WORKDIR/soak_report.json`` (``--workdir`` defaults to ``benchmarks/out/soak``).
@@ -235,9 +236,9 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 # -- what is on disk -----------------------------------------------------------------------------------
 def phase(cfg: Config, proc: subprocess.Popen[bytes] | None) -> str:
-    """``full`` (full run started), ``trial`` (a trial process runs), ``setup`` (zoo, baselines, between)."""
-    status = cfg.study_dir / "full" / "status.json"
-    if status.is_file():
+    """``full`` (the selection race, whose last rung is the full run, started), ``trial`` (a trial
+    process runs), ``setup`` (zoo, baselines, between)."""
+    if (cfg.study_dir / "selection").is_dir() or (cfg.study_dir / "full" / "status.json").is_file():
         return "full"
     if proc is not None and proc.poll() is None and trial_worker(proc.pid) is not None:
         return "trial"
@@ -277,7 +278,11 @@ def checkpoint_temps(roots: list[Path]) -> set[str]:
 
 
 def roots_for(cfg: Config, full: bool) -> list[Path]:
-    return [cfg.study_dir / "full"] if full else [cfg.study_dir, cfg.studies / "_zoo"]
+    return (
+        [cfg.study_dir / "selection", cfg.study_dir / "full"]
+        if full
+        else [cfg.study_dir, cfg.studies / "_zoo"]
+    )
 
 
 # -- reading the study ---------------------------------------------------------------------------------
@@ -668,17 +673,20 @@ def full_run_checks(cfg: Config, trials: list[Any]) -> list[Check]:
     from curriculum_search.curriculum.trainer import RunOptions, recipe_hash, run_recipe
     from curriculum_search.distill.cache import CacheConfig
     from curriculum_search.models import load_checkpoint
-    from curriculum_search.search.service import best_trial, space_of, trial_recipe
+    from curriculum_search.search.selection import load_decision, selected_recipe
+    from curriculum_search.search.service import space_of
     from curriculum_search.search.storage import load_study_readonly, storage_spec
 
     full = cfg.study_dir / "full"
     try:
-        study = load_study_readonly(storage_spec(cfg.studies, STUDY, None), STUDY)
-        best = best_trial(study)
-        assert best is not None, "no completed trial"
-        expected = recipe_hash(trial_recipe(space_of(study), study, best, cfg.studies))
+        spec = storage_spec(cfg.studies, STUDY, None)
+        study = load_study_readonly(spec, STUDY)
+        decision = load_decision(spec, STUDY)
+        assert decision is not None, "no selection decision"
+        winner = decision["selection"]["winner"]
+        expected = recipe_hash(selected_recipe(space_of(study), cfg.studies, STUDY, decision))
         hashes = {
-            "best trial": expected,
+            "selected curriculum": expected,
             "full/recipe.yaml": recipe_hash(load_recipe(full / "recipe.yaml")),
             "best_recipe.yaml": recipe_hash(load_recipe(cfg.study_dir / "best_recipe.yaml")),
             "full/metrics.json": json.loads((full / "metrics.json").read_text())["recipe_hash"],
@@ -692,7 +700,7 @@ def full_run_checks(cfg: Config, trials: list[Any]) -> list[Check]:
         Check(
             "full_run_same_recipe",
             same,
-            f"recipe hash {expected} everywhere (trial #{best.number}), status {status.get('state')}"
+            f"recipe hash {expected} everywhere (selected: {winner}), status {status.get('state')}"
             if same
             else f"hashes {hashes}, previous full runs {previous}, status {status}",
         )
@@ -716,12 +724,13 @@ def full_run_checks(cfg: Config, trials: list[Any]) -> list[Check]:
     a = load_checkpoint(full / "student.pt")["state_dict"]
     b = load_checkpoint(ref.student_path)["state_dict"]
     max_diff = max(float((a[k].float() - b[k].float()).abs().max()) if a[k].numel() else 0.0 for k in a)
-    equal = abs(got["ap"] - ref.metrics.ap) <= 1e-9 and max_diff <= 1e-5
+    equal = abs(got["selection_ap"] - ref.metrics.ap) <= 1e-9 and max_diff <= 1e-5
     checks.append(
         Check(
             "full_run_matches_uninterrupted",
             equal,
-            f"AP resumed {got['ap']:.6f} vs uninterrupted {ref.metrics.ap:.6f}; max weight difference {max_diff:.2e}",
+            f"AP resumed {got['selection_ap']:.6f} vs uninterrupted {ref.metrics.ap:.6f} (selection split); "
+            f"max weight difference {max_diff:.2e}",
         )
     )
     return checks

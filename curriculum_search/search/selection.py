@@ -752,8 +752,11 @@ def ship(space: SearchSpace, opts: SearchOptions, outcome: SelectionOutcome) -> 
     save_recipe(recipe, spec.study_dir / "best_recipe.yaml")
     report_file = src / f"metrics-{space.split_names()[1]}.json"
     report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    run_metrics = json.loads((src / "metrics.json").read_text()) if (src / "metrics.json").is_file() else {}
     metrics = {
         **report,
+        "recipe_hash": run_metrics.get("recipe_hash"),
+        "selection_ap": run_metrics.get("ap"),
         "split": space.split_names()[1],
         "selection_split": space.split_names()[0],
         "race_run": str(src.relative_to(spec.study_dir)),
