@@ -113,7 +113,7 @@ def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no
     )
 
 
-def _build_zoo(space, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+def _build_zoo(space, args: argparse.Namespace, *, reference: bool = True) -> None:  # type: ignore[no-untyped-def]
     from curriculum_search.zoo import build_zoo, format_pool
 
     infos = build_zoo(
@@ -124,6 +124,7 @@ def _build_zoo(space, args: argparse.Namespace) -> None:  # type: ignore[no-unty
         threads=args.threads,
         progress=progress_bars(args),
         source=args.space,
+        reference=reference,
     )
     print(format_pool(infos))
 
@@ -134,7 +135,8 @@ def cmd_search(args: argparse.Namespace, *, full: bool = False) -> int:
     if args.workers < 1:
         raise ConfigError(None, "--workers", "must be >= 1")
     space = _space(args)
-    _build_zoo(space, args)
+    # `run`: the race trains the student alone with the shipped student's own protocol and seeds
+    _build_zoo(space, args, reference=not full)
     opts = _opts(args, args.space)
     summary = run_search(space, opts)
     if summary.best_trial is None:

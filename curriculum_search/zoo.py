@@ -107,8 +107,14 @@ def build_zoo(
     threads: int | None = None,
     progress: bool = True,
     source: str | Path | None = None,
+    reference: bool = True,
 ) -> list[TeacherInfo]:
-    """Train every missing zoo teacher, then describe the whole pool (AP, cost)."""
+    """Train every missing zoo teacher, then describe the whole pool (AP, cost).
+
+    ``reference``: also train (once) and list the student alone for as long as the longest-trained
+    teacher. ``run`` skips it: its selection race trains the student alone with the shipped
+    student's own protocol and seeds.
+    """
     for name, entry in space.teachers.items():
         if entry.zoo is None:
             continue
@@ -136,7 +142,14 @@ def build_zoo(
         log.info("zoo: %s reached AP %.3f", name, result.metrics.ap)
     infos = describe_pool(space, studies_root, device=device, evaluate_missing=True, source=source)
     ref = student_reference(
-        space, studies_root, cache=cache, device=device, threads=threads, progress=progress, source=source
+        space,
+        studies_root,
+        cache=cache,
+        device=device,
+        threads=threads,
+        progress=progress,
+        source=source,
+        train=reference,
     )
     return [*infos, ref] if ref is not None else infos
 
