@@ -146,7 +146,9 @@ def _run(space: SearchSpace, sampler: optuna.samplers.BaseSampler, n: int = 10) 
 
     def objective(trial: optuna.Trial) -> float:
         choice = suggest_curriculum(trial, space)
-        assert sum(s.iterations for s in choice.stages) == space.proxy.iterations
+        assert choice.total_iterations == space.proxy.iterations
+        # a no-KD draw is the student alone (no stages, issue 12.1)
+        assert choice.is_student_only or sum(s.iterations for s in choice.stages) == space.proxy.iterations
         trial.set_user_attr("key", choice.key)
         return float(len(choice.stages)) + (choice.lr or 0.0) + random.Random(trial.number).random()
 
@@ -323,8 +325,42 @@ def test_encode_plain_settings_and_errors(space: SearchSpace) -> None:
         encode_curriculum({"teachers": ["small"], "lr": 0.1}, space)
     with pytest.raises(ValueError, match="unknown curriculum setting 'color'"):
         encode_curriculum({"teachers": ["small"], "color": "red"}, space)
-    with pytest.raises(ValueError, match="student-only"):
-        encode_curriculum(student_only_choice(space), space)
+
+
+def test_student_only_is_encodable_only_where_no_kd_is(space: SearchSpace, tmp_path: Path) -> None:
+    # the default space allows no KD: a no-KD curriculum on the fewest stages carries it
+    params = encode_curriculum(student_only_choice(space), space)
+    assert decode_params(params, space) == student_only_choice(space)
+    assert student_only_params(space, AP) == params
+    tiny = _tiny_space(tmp_path)  # response KD is always on: every curriculum distils
+    with pytest.raises(ValueError, match="student-only curriculum is not in this space"):
+        encode_curriculum(student_only_choice(tiny), tiny)
+    carrier = decode_params(student_only_params(tiny, {"a": 0.2, "b": 0.1}), tiny)
+    assert carrier.teachers == ("a",) and carrier.distills  # the direct-KD carrier
+
+
+def test_no_kd_curricula_decode_to_the_student_only_curriculum(space: SearchSpace) -> None:
+    """Issue 12.1: teachers without any KD term are the student alone with LR restarts."""
+    baseline = student_only_choice(space)
+    no_kd = {"feature_loss": "none", "response": False, "pseudo": False, "lr": baseline.lr}
+    variants = [
+        _params(space, **no_kd),
+        _params(space, **no_kd, n_stages=3, decay="step", feature_weight=3.0, **{"frac.1": 0.1}),
+        _params(space, **no_kd, n_stages=1, **{"order_key.small": 0.0}),
+    ]
+    for p in variants:
+        choice = decode_params(p, space)
+        assert choice == baseline  # same stages (none), key, lr, description
+        assert choice.key == baseline.key
+        assert choice.describe() == baseline.describe() == "student only | lr 1.6e-3"
+        assert proxy_cost(choice, {"small": 5.0, "medium": 9.0, "pvt": 7.0}, 1.0) == 300.0
+    # a tuned LR stays a different (canonical student-only) run
+    tuned = decode_params(_params(space, **{**no_kd, "lr": 0.005}), space)
+    assert tuned.is_student_only and tuned.lr == 0.005 and tuned.key != baseline.key
+    assert tuned == decode_params(_params(space, **{**no_kd, "lr": 0.005}, n_stages=3), space)
+    # any KD term keeps the teachers
+    for kd in ({"pseudo": True}, {"response": True}, {"feature_loss": "mse"}):
+        assert decode_params(_params(space, **{**no_kd, **kd}), space).teachers == ("medium", "pvt")
 
 
 def test_choice_dict_round_trip(space: SearchSpace) -> None:

@@ -10,8 +10,9 @@ geometric mean of ``search.lr``, equal stage lengths.
 
 Enqueue them with ``study.enqueue_trial(params, user_attrs={"baseline": name})``.
 
-**The student-only baseline** cannot be encoded (every curriculum has >= 1 stage) and is returned
-as ``None``. Its run is :meth:`CurriculumChoice.student_only(space.proxy.iterations, lr)
+**The student-only baseline** is returned as ``None``: it is encodable only in a space that
+allows no KD at all (a no-KD curriculum decodes to it, see
+:func:`~curriculum_search.search.encoding.choice_from_settings`), and must run in every space. Its run is :meth:`CurriculumChoice.student_only(space.proxy.iterations, lr)
 <curriculum_search.search.encoding.CurriculumChoice.student_only>` (build its recipe with
 :func:`~curriculum_search.search.encoding.build_recipe` like any other choice). The objective must
 treat it specially: the trial carries the user attribute ``baseline="student_only"`` and does not
@@ -58,13 +59,19 @@ def student_only_choice(space: SearchSpace, total_iterations: int | None = None)
 
 
 def student_only_params(space: SearchSpace, teacher_ap: Mapping[str, float]) -> dict[str, Any]:
-    """A full parameter set to carry a student-only trial (the direct-KD baseline's parameters).
+    """A full parameter set to carry a student-only trial.
 
     Only for enqueueing the student-only baseline into the sampled study without emptying its
     intersection search space (see the module docstring); the objective ignores these values.
+    Where the space allows no KD, these are the student-only curriculum's own parameters (a no-KD
+    curriculum at the baseline LR, so the sampler sees a correctly attributed value); otherwise
+    the direct-KD baseline's.
     """
-    chain = rank_teachers(space, teacher_ap)[-space.search.n_stages[0] :]
-    return encode_curriculum({"teachers": chain}, space)
+    try:
+        return encode_curriculum(student_only_choice(space), space)
+    except ValueError:  # every curriculum of this space distils
+        chain = rank_teachers(space, teacher_ap)[-space.search.n_stages[0] :]
+        return encode_curriculum({"teachers": chain}, space)
 
 
 def baseline_choices(

@@ -22,6 +22,9 @@ Decoding (:func:`decode_params`) ignores parameters the curriculum does not use 
 method that is off, keys of unused teachers, fractions past ``n_stages``, the floor of a constant
 decay) and rounds floats to 4 significant digits, so :attr:`CurriculumChoice.key` identifies what
 actually trains: two trials with the same key run the same proxy and the result can be reused.
+A curriculum with no KD term at all (feature ``none``, no response, no pseudo labels) is the
+student alone: it decodes to :meth:`CurriculumChoice.student_only` at its ``lr`` (teachers, order
+and fractions drop out), so it is described, costed and de-duplicated as the student-only run.
 """
 
 from __future__ import annotations
@@ -512,13 +515,30 @@ def default_settings(space: SearchSpace) -> dict[str, Any]:
 
 
 def choice_from_settings(
-    space: SearchSpace, settings: Mapping[str, Any], total_iterations: int | None = None
+    space: SearchSpace,
+    settings: Mapping[str, Any],
+    total_iterations: int | None = None,
+    *,
+    canonical: bool = True,
 ) -> CurriculumChoice:
     """Build a choice from a plain description, with :func:`default_settings` for missing keys.
 
     ``settings`` holds ``teachers`` (ordered names, required), optional ``fractions`` (default
     equal; normalised and floored like decoded ones) and any of the method settings of
     :func:`default_settings` (``feature_loss: none`` or null = off).
+
+    **No KD is the student alone.** A curriculum with no feature, no response and no pseudo-label
+    term trains the student on ground truth only: its "teacher stages" differ only in where the
+    optimiser and LR schedule restart. With ``canonical`` (the default) such settings decode to
+    the one canonical student-only curriculum, :meth:`CurriculumChoice.student_only` — its key,
+    description and cost (student FLOPs only) — so every such trial reuses one result. The
+    canonical run keeps the settings' ``lr`` (a trial that tuned the LR trains at that LR, and
+    two no-KD trials share a result only at the same LR); everything else (teachers, order,
+    fractions, KD weights, decay) drops out of the key. At the space's default LR
+    (:func:`default_settings`) it is exactly the student-only baseline
+    (:func:`~curriculum_search.search.baselines.student_only_choice`), so such a trial reuses the
+    baseline's result. Whether a tuned LR beats the baseline LR is the selection stage's
+    business, not the curriculum's. ``canonical=False`` keeps the stages (used to encode them).
 
     Raises:
         ValueError: unknown key, unknown/duplicate teacher, stage count or value outside the space.
@@ -559,6 +579,8 @@ def choice_from_settings(
     use_feature = feature != NO_FEATURE
     use_response = bool(s["response"])
     decay = str(s["decay"])
+    if canonical and not (use_feature or use_response or bool(s["pseudo"])):
+        return CurriculumChoice.student_only(total, _sig_in(s["lr"], *dims.lr))
     return CurriculumChoice(
         stages=tuple(StageChoice(t, it) for t, it in zip(teachers, its)),
         total_iterations=total,
@@ -597,58 +619,88 @@ def encode_curriculum(
         choice_like: a :class:`CurriculumChoice`, or a mapping for :func:`choice_from_settings`.
         space: the search space the parameters are for.
 
+    The student-only choice is encoded as a no-KD curriculum on the fewest stages (it decodes to
+    the student alone, see :func:`choice_from_settings`) when the space allows no KD.
+
     Raises:
-        ValueError: the student-only choice (not encodable), or settings outside the space.
+        ValueError: the student-only choice in a space where every curriculum distils, or
+            settings outside the space.
     """
     if isinstance(choice_like, CurriculumChoice):
-        choice = choice_like
-        if choice.is_student_only:
-            raise ValueError("the student-only baseline has no curriculum parameters (see baselines.py)")
-        settings = {
-            "teachers": list(choice.teachers),
-            "fractions": list(choice.fractions),
-            "feature_loss": choice.feature_loss,
-            "response": choice.response,
-            "pseudo": choice.pseudo,
-            "decay": choice.decay,
-            "lr": choice.lr,
-        }
-        for k in ("feature_weight", "cls_weight", "box_weight", "temperature"):
-            if getattr(choice, k) is not None:
-                settings[k] = getattr(choice, k)
-        if choice.decay != "constant":
-            settings["decay_floor"] = choice.decay_floor
-        choice = choice_from_settings(space, settings)
+        settings = _settings_of(choice_like, space)
     else:
-        choice = choice_from_settings(space, choice_like)
+        settings = dict(choice_like)
+    choice = choice_from_settings(space, settings)
+    raw = choice_from_settings(space, settings, canonical=False)  # the stages to encode
     defaults = default_settings(space)
     dists = param_distributions(space)
-    n = len(choice.stages)
+    n = len(raw.stages)
     params: dict[str, Any] = {"n_stages": n}
     teachers = space.search_teachers
     if len(teachers) >= 2:
-        order = list(choice.teachers) + sorted(t for t in teachers if t not in choice.teachers)
+        order = list(raw.teachers) + sorted(t for t in teachers if t not in raw.teachers)
         for pos, t in enumerate(order):
             params[f"order_key.{t}"] = pos / (len(teachers) - 1)
     if space.search.n_stages[1] >= 2:
         for i in range(space.search.n_stages[1]):
-            params[f"frac.{i}"] = choice.fractions[i] if (n >= 2 and i < n) else 0.5
-    params["feature_loss"] = choice.feature_loss or NO_FEATURE
-    params["response"] = choice.response
-    params["pseudo"] = choice.pseudo
-    params["decay"] = choice.decay
-    params["lr"] = choice.lr
+            params[f"frac.{i}"] = raw.fractions[i] if (n >= 2 and i < n) else 0.5
+    params["feature_loss"] = raw.feature_loss or NO_FEATURE
+    params["response"] = raw.response
+    params["pseudo"] = raw.pseudo
+    params["decay"] = raw.decay
+    params["lr"] = raw.lr
     for k in ("feature_weight", "cls_weight", "box_weight", "temperature"):
         if k in dists:
-            v = getattr(choice, k)
+            v = getattr(raw, k)
             params[k] = v if v is not None else defaults[k]
     if "decay_floor" in dists:
-        params["decay_floor"] = choice.decay_floor if choice.decay != "constant" else defaults["decay_floor"]
+        params["decay_floor"] = raw.decay_floor if raw.decay != "constant" else defaults["decay_floor"]
     params = {k: params[k] for k in dists}  # the exact parameter set, in its order
     decoded = decode_params(params, space)
     if decoded.key != choice.key:  # pragma: no cover - a bug, not a user error
         raise RuntimeError(f"encoding does not round-trip: {choice.describe()} -> {decoded.describe()}")
     return params
+
+
+def _settings_of(choice: CurriculumChoice, space: SearchSpace) -> dict[str, Any]:
+    """Plain settings that :func:`choice_from_settings` turns back into ``choice``.
+
+    The student-only choice becomes a no-KD curriculum on the fewest stages (which decodes to it);
+    that needs the space to allow no KD at all.
+
+    Raises:
+        ValueError: the student-only choice in a space where every curriculum distils.
+    """
+    if choice.is_student_only:
+        dims = space.search
+        if NO_FEATURE not in dims.feature_losses or False not in dims.response or False not in dims.pseudo:
+            raise ValueError(
+                "the student-only curriculum is not in this space (it needs 'none' in "
+                "search.feature_losses and false in search.response and search.pseudo); "
+                "see baselines.py for running it anyway"
+            )
+        return {
+            "teachers": list(space.search_teachers[: dims.n_stages[0]]),
+            "feature_loss": NO_FEATURE,
+            "response": False,
+            "pseudo": False,
+            "lr": choice.lr,
+        }
+    settings: dict[str, Any] = {
+        "teachers": list(choice.teachers),
+        "fractions": list(choice.fractions),
+        "feature_loss": choice.feature_loss,
+        "response": choice.response,
+        "pseudo": choice.pseudo,
+        "decay": choice.decay,
+        "lr": choice.lr,
+    }
+    for k in ("feature_weight", "cls_weight", "box_weight", "temperature"):
+        if getattr(choice, k) is not None:
+            settings[k] = getattr(choice, k)
+    if choice.decay != "constant":
+        settings["decay_floor"] = choice.decay_floor
+    return settings
 
 
 # -- recipes ----------------------------------------------------------------------------------------
