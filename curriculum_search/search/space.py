@@ -32,7 +32,7 @@ import inspect
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -749,6 +749,34 @@ def default_warmup_steps(space: SearchSpace) -> int:
     return space.proxy.eval_every
 
 
+def pruning_allowed(iteration: int, stage_iterations: Sequence[int], eval_every: int) -> bool:
+    """Whether the evaluation at global ``iteration`` may be judged by the pruner.
+
+    Every stage restarts the optimiser and its LR warm-up, so AP dips right after a switch and
+    recovers; a median pruner would compare that dip with single-stage runs in their low-LR tail.
+    So the pruner is never asked during the first stage of a multi-stage curriculum (a weak start
+    is by design), at the last iteration (the trial is complete), nor within one evaluation
+    interval after any stage start (``0 < iteration - start <= eval_every``). The evaluation is
+    still reported (it is the trial's learning curve); it only makes the median at that step lower
+    for other trials, never stricter.
+
+    Args:
+        iteration: global iteration of the evaluation (iterations done).
+        stage_iterations: iterations of each stage, in order.
+        eval_every: the evaluation interval (``<= 0``: only the stage rules apply).
+    """
+    total = sum(stage_iterations)
+    if not 0 < iteration < total:
+        return False
+    starts = [0]
+    for n in stage_iterations[:-1]:
+        starts.append(starts[-1] + n)
+    if len(starts) > 1 and iteration < starts[1]:
+        return False
+    interval = max(0, eval_every)
+    return not any(0 < iteration - s <= interval for s in starts)
+
+
 def first_stage_min_iterations(space: SearchSpace, total: int | None = None) -> int:
     """Fewest iterations any stage gets out of ``total`` (default ``proxy.iterations``)."""
     total = space.proxy.iterations if total is None else total
@@ -827,6 +855,7 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "pool_hash",
+    "pruning_allowed",
     "save_space",
     "space_from_dict",
     "zoo_key",

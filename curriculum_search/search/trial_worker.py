@@ -25,7 +25,7 @@ from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.engine.evaluate import EvalResult
 from curriculum_search.errors import TrialFailure, UserError
 from curriculum_search.search.protocol import RESULT_FILE, TrialJob, TrialResult
-from curriculum_search.search.space import make_pruner, space_from_dict
+from curriculum_search.search.space import make_pruner, pruning_allowed, space_from_dict
 from curriculum_search.search.storage import open_storage
 from curriculum_search.utils.config import from_dict
 from curriculum_search.utils.io import atomic_write_text
@@ -45,15 +45,18 @@ def run_job(job: TrialJob) -> TrialResult:
         study_name=job.study, storage=storage, pruner=make_pruner(space, job.first_stage_iterations)
     )
     trial = optuna.trial.Trial(study, job.trial_id)
-    total = recipe.total_iterations
-    first_stage_end = recipe.stages[0].iterations if len(recipe.stages) > 1 else 0
+    stage_its = [s.iterations for s in recipe.stages]
     last: dict[str, float] = {}
 
     def report(iteration: int, res: EvalResult) -> None:
         last["ap"], last["iteration"] = res.ap, iteration
         trial.report(res.ap, step=iteration)
-        # never judge a curriculum before its first stage is over (a weak start is by design)
-        if job.prune and first_stage_end <= iteration < total and trial.should_prune():
+        # not in the first stage, nor in the dip right after a stage switch (see pruning_allowed)
+        if (
+            job.prune
+            and pruning_allowed(iteration, stage_its, recipe.train.eval_every)
+            and trial.should_prune()
+        ):
             raise optuna.TrialPruned(f"pruned at iteration {iteration}")
 
     cache = CacheConfig(**{**job.cache, "root": _p(job.cache["root"])})
