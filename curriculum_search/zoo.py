@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from curriculum_search.curriculum.recipe import Recipe, Stage, TrainConfig
 from curriculum_search.curriculum.trainer import RunOptions, load_teacher, run_recipe
 from curriculum_search.distill.cache import CacheConfig
-from curriculum_search.errors import CheckpointError
+from curriculum_search.errors import CheckpointError, ConfigError
 from curriculum_search.models import Detector, load_checkpoint
 from curriculum_search.models.cost import measure_cost
 from curriculum_search.search.encoding import teacher_refs, zoo_checkpoint_path
@@ -264,6 +265,35 @@ def describe_pool(
     return infos
 
 
+def teacher_label_map(
+    teacher_class_names: Sequence[str], dataset_class_names: Sequence[str]
+) -> dict[int, int]:
+    """The teacher's label → the dataset's label, matched by class name.
+
+    A teacher is scored in its own label space: a superset (e.g. torchvision's 91-slot COCO
+    space with ``N/A`` placeholders), a subset or another order of the dataset's classes is
+    mapped by name (case- and whitespace-insensitive, as pseudo labels are); its other classes
+    are dropped, dataset classes it lacks score 0. A teacher with the placeholder names
+    ``class_1 … class_N`` of an unnamed spec and as many classes as the dataset is taken to
+    share its order (identity).
+
+    Raises:
+        ValueError: the teacher shares no class name with the dataset.
+    """
+    from curriculum_search.distill.pseudo.labels import class_mapping
+
+    names = tuple(teacher_class_names)
+    if names == tuple(f"class_{i + 1}" for i in range(len(names))) and len(names) == len(dataset_class_names):
+        return {i + 1: i + 1 for i in range(len(names))}
+    mapping = class_mapping(names, dataset_class_names)
+    if not mapping:
+        raise ValueError(
+            f"no class name in common with the dataset's ({', '.join(dataset_class_names[:6])}"
+            f"{', ...' if len(dataset_class_names) > 6 else ''}); set its spec's class_names"
+        )
+    return mapping
+
+
 def _measure(
     space: SearchSpace,
     name: str,
@@ -286,7 +316,18 @@ def _measure(
         base_dir=studies_root,
         source=source,
     )
-    res = evaluate(model, data.val, batch_size=8, device=str(dev), max_images=space.train.eval_images)
+    try:  # scored in its own label space, mapped to the dataset's classes by name
+        label_map = teacher_label_map(model.class_names, data.class_names)
+    except ValueError as exc:
+        raise ConfigError(source, f"teachers.{name}", str(exc)) from None
+    res = evaluate(
+        model,
+        data.val,
+        batch_size=8,
+        device=str(dev),
+        max_images=space.train.eval_images,
+        label_map=label_map,
+    )
     cost = measure_cost(model, space.data.image_size, device=str(dev))
     info.ap, info.ap50 = res.ap, res.ap50
     info.params, info.gflops, info.latency_ms = cost.params, cost.gflops, cost.latency_ms

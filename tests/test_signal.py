@@ -4,14 +4,21 @@ dip after a stage switch."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import optuna
 import pytest
+import torch
+import yaml
 
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import encode_curriculum
 from curriculum_search.search.space import SearchSpace, load_space
+from tests.test_evaluate import FakeDataset, FakeModel, coco  # noqa: F401  (coco: the fixture)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -115,3 +122,127 @@ def test_a_curriculum_that_dips_after_each_switch_and_recovers_is_not_pruned(spa
     # one that does not recover is still pruned, at the next stage end
     stays_low = {**dip_and_recover, 200: 0.05}
     assert _run_curve(_study_with_single_stage_runs(space), stays_low, stages, "new") == 200
+
+
+# -- 12.8: teachers are scored in their own label space -------------------------------------------
+
+
+def test_teacher_label_map_by_name() -> None:
+    from curriculum_search.models import torchvision_class_names
+    from curriculum_search.zoo import teacher_label_map
+
+    data = ("person", "car", "traffic light")
+    tv = torchvision_class_names("fcos")  # 90 names with "N/A" slots: car is label 3, light 10
+    assert teacher_label_map(tv, data) == {1: 1, 3: 2, 10: 3}
+    assert teacher_label_map(("Traffic  Light", "person"), data) == {1: 3, 2: 1}  # reordered subset
+    assert teacher_label_map(("class_1", "class_2", "class_3"), data) == {1: 1, 2: 2, 3: 3}  # unnamed
+    with pytest.raises(ValueError, match="no class name in common"):
+        teacher_label_map(("cat", "dog"), data)
+
+
+class _OwnLabelSpace(torch.nn.Module):
+    """An oracle teacher (the ground truth of each image) that speaks its own label space."""
+
+    def __init__(self, oracle: torch.nn.Module, dataset_names: tuple[str, ...], names: tuple[str, ...]):
+        super().__init__()
+        self.oracle, self.class_names = oracle, names
+        self.to_own = {j + 1: names.index(n) + 1 for j, n in enumerate(dataset_names) if n in names}
+
+    def detect(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for det in self.oracle.detect(images):
+            keep = torch.tensor([int(lab) in self.to_own for lab in det["labels"]], dtype=torch.bool)
+            labels = torch.tensor([self.to_own[int(lab)] for lab in det["labels"][keep]], dtype=torch.int64)
+            out.append({"boxes": det["boxes"][keep], "scores": det["scores"][keep], "labels": labels})
+        return out
+
+
+def test_superset_subset_and_reordered_teachers_get_correct_ap_and_ranking(coco: Any) -> None:  # noqa: F811
+    from curriculum_search.engine.evaluate import evaluate
+    from curriculum_search.search.baselines import rank_teachers
+    from curriculum_search.zoo import teacher_label_map
+
+    dataset = FakeDataset(coco, {11: True, 12: True, 13: True})
+    names = ("circle", "square")  # dataset labels 1, 2
+    oracle = FakeModel(dataset)
+    teachers = {
+        "reordered": _OwnLabelSpace(oracle, names, ("square", "circle")),
+        "superset": _OwnLabelSpace(oracle, names, ("N/A", "dog", "circle", "N/A", "square")),
+        "subset": _OwnLabelSpace(oracle, names, ("square",)),
+    }
+    ap = {
+        k: evaluate(m, dataset, label_map=teacher_label_map(m.class_names, names)).ap
+        for k, m in teachers.items()
+    }
+    assert ap["reordered"] == pytest.approx(1.0) and ap["superset"] == pytest.approx(1.0)
+    assert ap["subset"] == pytest.approx(0.5)  # perfect on square, nothing on circle
+    pool = SimpleNamespace(search_teachers=("reordered", "subset", "superset"))
+    assert rank_teachers(pool, ap)[0] == "subset"  # type: ignore[arg-type]
+    # the same detections scored in the dataset's label space: wrong, or a crash
+    assert evaluate(teachers["reordered"], dataset).ap == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="has no COCO category id"):
+        evaluate(teachers["superset"], dataset)
+
+
+def test_zoo_list_scores_torchvision_teachers_in_their_label_space(
+    tiny_synthetic: Any, tmp_path: Path
+) -> None:
+    """A torchvision-architecture teacher (91-slot label space, random weights, no download)."""
+    from curriculum_search.models import torchvision_class_names
+    from curriculum_search.zoo import describe_pool
+
+    studies = tmp_path / "studies"
+    data_dir = studies / "coco_named"
+    coco_names = ["person", "car", "dog", "cat", "bus", "traffic light"]
+    for split in ("train", "val"):
+        ann = json.loads(getattr(tiny_synthetic, f"{split}_ann").read_text())
+        for cat, name in zip(sorted(ann["categories"], key=lambda c: c["id"]), coco_names):
+            cat["name"] = name
+        (data_dir / split).mkdir(parents=True)
+        for img in ann["images"]:
+            shutil.copy(getattr(tiny_synthetic, f"{split}_images") / img["file_name"], data_dir / split)
+        (data_dir / f"{split}.json").write_text(json.dumps(ann))
+    tv = {
+        "arch": "fcos",
+        "backbone": "torchvision",
+        "num_classes": 90,
+        "class_names": list(torchvision_class_names("fcos")),
+        "fpn_channels": 256,
+        "image_size": 64,
+        "score_threshold": 0.0,  # random weights: keep every detection, of all 90 classes
+    }
+    spec = {
+        "name": "tvpool",
+        "data": {
+            "kind": "coco",
+            "image_size": 64,
+            **{f"{s}_images": str(data_dir / s) for s in ("train", "val")},
+            **{f"{s}_ann": str(data_dir / f"{s}.json") for s in ("train", "val")},
+        },
+        "student": {
+            "arch": "fcos",
+            "backbone": "mobilenetv3_small_050",
+            "num_classes": 6,
+            "class_names": coco_names,
+            "fpn_channels": 16,
+            "image_size": 64,
+        },
+        "teachers": {
+            "tv": {"spec": tv},  # superset, another order
+            "tv_subset": {
+                "spec": {
+                    **tv,
+                    "arch": "retinanet",
+                    "num_classes": 3,
+                    "class_names": ["zebra", "car", "person"],
+                }
+            },
+        },
+        "search": {"n_stages": [1, 2]},
+        "train": {"eval_images": 4},
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    infos = describe_pool(load_space(path), studies, evaluate_missing=True, source=path)
+    for info in infos:  # before issue 12.8: ValueError: detection label N has no COCO category id
+        assert info.ready and info.ap is not None and 0.0 <= info.ap <= 1.0

@@ -183,6 +183,14 @@ def evaluate_detections(
     )
 
 
+def _only_labels(det: Detection, labels: Mapping[int, int]) -> Detection:
+    """``det`` without the detections whose label is not a key of ``labels``."""
+    lab = det["labels"].reshape(-1)
+    allowed = torch.tensor(sorted(labels), dtype=lab.dtype, device=lab.device)
+    keep = torch.isin(lab, allowed)
+    return {k: (v[keep] if k in ("boxes", "scores", "labels") else v) for k, v in det.items()}
+
+
 def _collate(batch: Sequence[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
     """Stack the images of a batch; keep the targets as a list."""
     images, targets = zip(*batch, strict=True)
@@ -226,6 +234,7 @@ def evaluate(
     max_images: int | None = None,
     results_file: str | Path | None = None,
     progress: bool = False,
+    label_map: Mapping[int, int] | None = None,
 ) -> EvalResult:
     """Compute COCO box AP of ``model`` on the labeled images of ``dataset``.
 
@@ -243,6 +252,11 @@ def evaluate(
         results_file: if given, the COCO results JSON (list of ``{image_id, category_id, bbox,
             score}`` in original px) is written there atomically.
         progress: show a tqdm progress bar.
+        label_map: the model's label → the dataset's label, for a model trained on another class
+            set (e.g. a teacher in torchvision's 91-slot COCO label space; see
+            :func:`curriculum_search.zoo.teacher_label_map`). Detections whose label is not in it
+            are dropped; dataset classes no model label maps to score 0 AP. Default: the model's
+            labels are the dataset's.
 
     Returns:
         The :class:`EvalResult`.
@@ -260,6 +274,9 @@ def evaluate(
     loader: DataLoader[tuple[Tensor, Target]] = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate
     )
+    label_to_cat = dict(base.label_to_cat_id)
+    if label_map is not None:
+        label_to_cat = {int(m): label_to_cat[int(d)] for m, d in label_map.items() if int(d) in label_to_cat}
     seen: set[int] = set()
     results: list[dict[str, Any]] = []
     bar = tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=not progress)
@@ -276,9 +293,9 @@ def evaluate(
                 keep.append(i)
             if keep:
                 detections = detect(images[keep].to(device))
-                results.extend(
-                    detections_to_coco(detections, [targets[i] for i in keep], base.label_to_cat_id)
-                )
+                if label_map is not None:
+                    detections = [_only_labels(d, label_to_cat) for d in detections]
+                results.extend(detections_to_coco(detections, [targets[i] for i in keep], label_to_cat))
             if max_images is not None and len(seen) >= max_images:
                 break
     if not seen:
