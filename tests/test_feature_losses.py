@@ -277,12 +277,17 @@ def test_registry_lists_and_validates() -> None:
     assert {"mse", "tadf_feature", "mgd", "fgd", "cwd", "pkd"} <= set(ALL)
     params = feature_loss_params("tadf_feature")
     assert params["gt_mask"] is True and params["normalize"] is True
-    assert feature_loss_params("mgd") == {
+    assert feature_loss_params("mgd") == {  # None: the paper's value for `detector` (issue 12.4)
         "adapter": "auto",
-        "alpha_mgd": 2e-5,
-        "lambda_mgd": 0.65,
+        "alpha_mgd": None,
+        "lambda_mgd": None,
         "seed": None,
+        "detector": "one_stage",
+        "normalize_size": True,
     }
+    one, two = build("mgd"), build("mgd", detector="two_stage")
+    assert isinstance(one, MGDLoss) and isinstance(two, MGDLoss)
+    assert (one.alpha_mgd, one.lambda_mgd, two.alpha_mgd, two.lambda_mgd) == (2e-5, 0.65, 5e-7, 0.45)
     assert build("tadf_feature", gt_mask=False).uses_targets is False  # user values beat alias defaults
     with pytest.raises(ValueError) as exc:
         build_feature_loss("mgdd", 8, 8, 3)
@@ -292,7 +297,11 @@ def test_registry_lists_and_validates() -> None:
     with pytest.raises(ValueError) as exc:
         build_feature_loss("mgd", 8, 8, 3, alpha=1.0)
     msg = str(exc.value)
-    assert "\n" not in msg and msg.startswith("alpha:") and "alpha_mgd, lambda_mgd, seed" in msg
+    assert (
+        "\n" not in msg
+        and msg.startswith("alpha:")
+        and "alpha_mgd, detector, lambda_mgd, normalize_size, seed" in msg
+    )
     with pytest.raises(ValueError, match=r"^lambda_mgd: feature loss 'mgd': must be in \[0, 1\), got 1\.5$"):
         build_feature_loss("mgd", 8, 8, 3, lambda_mgd=1.5)
     with pytest.raises(ValueError, match=r"^adapter: .*'auto', 'conv'"):

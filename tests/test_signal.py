@@ -246,3 +246,96 @@ def test_zoo_list_scores_torchvision_teachers_in_their_label_space(
     infos = describe_pool(load_space(path), studies, evaluate_missing=True, source=path)
     for info in infos:  # before issue 12.8: ValueError: detection label N has no COCO category id
         assert info.ready and info.ap is not None and 0.0 <= info.ap <= 1.0
+
+
+# -- 12.4: feature-loss weights mean the same at every resolution ---------------------------------
+
+
+def _maps(channels: int, sizes: tuple[int, ...], seed: int, batch: int = 2) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(batch, channels, s, s, generator=g) for s in sizes]  # >= 0 (identity MGD)
+
+
+def _up2(maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The same content at twice the resolution (nearest): per-element statistics unchanged."""
+    return [torch.nn.functional.interpolate(m, scale_factor=2, mode="nearest") for m in maps]
+
+
+def _wide2(maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The same content on twice the channels."""
+    return [torch.cat([m, m], dim=1) for m in maps]
+
+
+def _loss(name: str, channels: int, detector: str, normalize: bool) -> Any:
+    from curriculum_search.distill.feature import build_feature_loss
+    from tests.test_feature_losses import set_identity_generator
+
+    torch.manual_seed(0)
+    extra: dict[str, Any] = {"lambda_mgd": 0.0, "seed": 0} if name == "mgd" else {}
+    loss = build_feature_loss(
+        name, channels, channels, 3, detector=detector, normalize_size=normalize, **extra
+    )
+    if name == "mgd":
+        set_identity_generator(loss)  # type: ignore[arg-type]
+    return loss
+
+
+@pytest.mark.parametrize("detector", ["one_stage", "two_stage"])
+@pytest.mark.parametrize("name", ["mgd", "fgd"])
+def test_the_same_weight_gives_the_same_loss_at_any_size_and_width(name: str, detector: str) -> None:
+    sizes, c = (16, 8, 4), 8  # 64 px, strides 4/8/16
+    s, t = _maps(c, sizes, 1), _maps(c, sizes, 2)
+    boxes = [
+        # on cell edges at every stride, so the twice-as-large boxes cover exactly the upsampled cells
+        {"boxes": torch.tensor([[0.0, 16.0, 32.0, 48.0], [32.0, 0.0, 64.0, 32.0]])},
+        {"boxes": torch.zeros(0, 4)},
+    ]
+    big = [{"boxes": b["boxes"] * 2} for b in boxes]
+
+    def values(normalize: bool) -> tuple[float, float, float]:
+        base = _loss(name, c, detector, normalize)(s, t, boxes, 64).item()
+        hi_res = _loss(name, c, detector, normalize)(_up2(s), _up2(t), big, 128).item()
+        wide = _loss(name, 2 * c, detector, normalize)(_wide2(s), _wide2(t), boxes, 64).item()
+        return base, hi_res, wide
+
+    base, hi_res, wide = values(True)
+    assert hi_res == pytest.approx(base, rel=1e-4) and wide == pytest.approx(base, rel=1e-4)
+    raw, raw_hi, raw_wide = values(False)  # the papers' plain sums: grow with positions and channels
+    assert raw_hi > 3 * raw and raw_wide > 1.1 * raw
+    if name == "mgd":  # pure sum of squares: exactly 4x positions, 2x channels
+        assert raw_hi == pytest.approx(4 * raw, rel=1e-4) and raw_wide == pytest.approx(2 * raw, rel=1e-4)
+
+
+def test_the_papers_values_are_reproduced_at_the_reference_size() -> None:
+    from curriculum_search.distill.feature.reference import (
+        channel_scale,
+        element_scale,
+        position_scale,
+        reference_positions,
+    )
+
+    for detector, strides in (("one_stage", (8, 16, 32, 64, 128)), ("two_stage", (4, 8, 16, 32, 64))):
+        ref = [torch.empty(2, 256, -(-800 // s), -(-1333 // s), device="meta") for s in strides]
+        assert element_scale(ref, detector) == 1.0
+        assert position_scale(ref, detector) == 1.0 and channel_scale(ref, detector) == 1.0
+    assert reference_positions("one_stage") == 22300
+    # the issue's example: 128 px, 64 channels, P3-P7 is ~260x smaller than the reference
+    small = [torch.empty(1, 64, 128 // s, 128 // s, device="meta") for s in (8, 16, 32, 64, 128)]
+    assert element_scale(small, "one_stage") == pytest.approx(261.6, abs=0.1)
+    # and the normalised loss is the paper's value times exactly that factor
+    s, t = _maps(8, (16, 8, 4), 1), _maps(8, (16, 8, 4), 2)
+    norm = _loss("mgd", 8, "one_stage", True)(s, t).item()
+    plain = _loss("mgd", 8, "one_stage", False)(s, t).item()
+    assert norm == pytest.approx(plain * element_scale(t, "one_stage"), rel=1e-5)
+
+
+def test_the_trainer_picks_the_paper_defaults_of_the_students_detector_type() -> None:
+    from curriculum_search.distill.distiller import _with_detector_type
+
+    assert _with_detector_type("mgd", {}, "two_stage") == {"detector": "two_stage"}
+    assert _with_detector_type("fgd", {"alpha_fgd": 1e-4}, "dense") == {
+        "alpha_fgd": 1e-4,
+        "detector": "one_stage",
+    }
+    assert _with_detector_type("mgd", {"detector": "one_stage"}, "two_stage") == {"detector": "one_stage"}
+    assert _with_detector_type("cwd", {}, "two_stage") == {}

@@ -230,3 +230,26 @@ def test_cli_shows_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("sys.stderr", Tty())
     assert progress_bars(argparse.Namespace(quiet=False))
     assert not progress_bars(argparse.Namespace(quiet=True))
+
+
+def test_history_logs_each_kd_term_next_to_the_detection_loss(tmp_path: Path, teacher_ckpt: Path):
+    """Issue 12.4: a user sees the KD/detection loss ratio of every stage in history.jsonl."""
+    import json
+
+    recipe = _two_stage(teacher_ckpt).replace(
+        train=TrainConfig(batch_size=4, lr=2e-3, warmup_iterations=2, checkpoint_every=2, eval_every=3)
+    )
+    run_recipe(recipe, _options(tmp_path, "h"))
+    rows = [json.loads(line) for line in (tmp_path / "h" / "history.jsonl").read_text().splitlines()]
+    # evaluations at 3 and 6, the end of stage 1 at 5, the final evaluation at 9
+    assert [(r["iteration"], r["stage"], r.get("stage_end", False)) for r in rows] == [
+        (3, 0, False),
+        (5, 0, True),
+        (6, 1, False),
+        (9, 1, False),
+    ]
+    assert [r["loss_steps"] for r in rows] == [3, 2, 1, 3]
+    for r in rows:
+        assert set(r["losses"]) == {"det", "kd_feature", "kd_cls", "kd_box"}
+        assert r["losses"]["det"] > 0 and r["losses"]["kd_feature"] > 0
+    assert "ap" in rows[0] and "ap" not in rows[1]

@@ -202,7 +202,11 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
 
     Writes into ``out_dir``: ``checkpoints/last.pt`` (training state), ``stage<k>.pt`` (student after
     each stage), ``student.pt`` (final weights only), ``metrics.json``, ``history.jsonl`` and
-    ``recipe.yaml`` (the resolved recipe).
+    ``recipe.yaml`` (the resolved recipe). Each ``history.jsonl`` row is an evaluation
+    (``iteration``, ``stage``, the metrics) with ``losses``: the mean detection loss (``det``) and
+    each weighted, decayed KD term (``kd_feature``, ``kd_cls``, ``kd_box``) over the ``loss_steps``
+    steps since the previous row, so the KD/detection ratio is visible; a stage that ends between
+    evaluations adds a row with ``stage_end: true`` and only the losses.
 
     Raises:
         TrialFailure: non-finite loss or out-of-memory (the reason is in the message).
@@ -280,6 +284,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
         leave=False,
         dynamic_ncols=True,
     )
+    loss_sums: dict[str, Tensor] = {}
     try:
         for k in range(stage_idx, len(recipe.stages)):
             stage = recipe.stages[k]
@@ -328,6 +333,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
             )
             batches: Iterator[Any] = infinite_batches(loader, start_step=start)
             student.train()
+            loss_sums = {}  # per-term sums since the last history row, within this stage
             for step in range(start, stage.iterations):
                 images, targets = next(batches)
                 images = images.to(device, non_blocking=True)
@@ -363,6 +369,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                 else:
                     optimizer.step()
                 scheduler.step()
+                _accumulate_terms(loss_sums, terms)
                 g = bounds[k] + step + 1
                 bar.update(1)
                 # no bar (a log file, -q, a trial process): a progress line now and then instead
@@ -386,12 +393,15 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                 last_of_stage = step + 1 == stage.iterations
                 if cfg.eval_every and g % cfg.eval_every == 0 and g < total:
                     res = _evaluate(student, data, cfg, device, dist)
-                    history.append({"iteration": g, "stage": k, **res.as_dict()})
+                    history.append({"iteration": g, "stage": k, **res.as_dict(), **_loss_means(loss_sums)})
                     _append_history(out, history[-1], dist)
                     if dist.main:
                         for cb in options.callbacks:
                             cb(g, res)
                     student.train()
+                if last_of_stage and k < len(recipe.stages) - 1 and loss_sums:  # the stage's loss tail
+                    history.append({"iteration": g, "stage": k, "stage_end": True, **_loss_means(loss_sums)})
+                    _append_history(out, history[-1], dist)
                 if last_of_stage or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
                     nxt = (k + 1, 0) if last_of_stage else (k, step + 1)
                     if dist.main:
@@ -414,7 +424,15 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
             forwards += sum(r.forward_calls for r in runners.values())
             state = None
         res = _evaluate(student, data, cfg, device, dist)
-        history.append({"iteration": total, "stage": len(recipe.stages) - 1, "final": True, **res.as_dict()})
+        history.append(
+            {
+                "iteration": total,
+                "stage": len(recipe.stages) - 1,
+                "final": True,
+                **res.as_dict(),
+                **_loss_means(loss_sums),
+            }
+        )
         _append_history(out, history[-1], dist)
         if dist.main:
             for cb in options.callbacks:
@@ -508,6 +526,32 @@ def _write_progress(path: Path, iteration: int, total: int, stage: int, loss: fl
         atomic_write_text(
             path, json.dumps({"iteration": iteration, "total": total, "stage": stage, "loss": loss})
         )
+
+
+def _accumulate_terms(sums: dict[str, Tensor], terms: dict[str, Tensor]) -> None:
+    """Add this step's loss terms (detached, on their device: no sync) and count the step."""
+    for name, value in terms.items():
+        v = value.detach().float()
+        sums[name] = sums[name] + v if name in sums else v
+    one = next(iter(terms.values())).new_ones((), dtype=torch.float32) if terms else torch.ones(())
+    sums[_STEPS] = sums[_STEPS] + one if _STEPS in sums else one
+
+
+_STEPS = "_steps"
+
+
+def _loss_means(sums: dict[str, Tensor]) -> dict[str, Any]:
+    """``{"losses": {"det": …, "kd_feature": …, …}}``: mean of each term over the steps since the
+    last history row (within the stage), the detection terms summed into ``det``; then resets
+    ``sums``. The KD terms are already weighted and decayed, so ``kd_x / det`` is their share."""
+    if _STEPS not in sums:
+        return {}
+    n = float(sums.pop(_STEPS))
+    means = {name: float(v) / n for name, v in sums.items()}
+    sums.clear()
+    out: dict[str, float] = {"det": sum(v for name, v in means.items() if not name.startswith("kd_"))}
+    out.update({name: v for name, v in sorted(means.items()) if name.startswith("kd_")})
+    return {"losses": {k: float(f"{v:.6g}") for k, v in out.items()}, "loss_steps": int(n)}
 
 
 def _append_history(out: Path, row: dict[str, Any], dist: _Dist) -> None:

@@ -14,8 +14,10 @@ Pseudo-label KD changes the *targets* of ``L_det`` instead (see :meth:`StageDist
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +25,8 @@ from torch import Tensor, nn
 from curriculum_search.curriculum.recipe import Stage
 from curriculum_search.distill.cache import TeacherOutput
 from curriculum_search.distill.decay import decay_factor
-from curriculum_search.distill.feature import align_features, build_feature_loss
+from curriculum_search.distill.feature import align_features, build_feature_loss, feature_loss_params
+from curriculum_search.distill.feature.reference import detector_type
 from curriculum_search.distill.pseudo import class_mapping, merge_with_ground_truth, pseudo_targets
 from curriculum_search.distill.response import (
     box_gate,
@@ -91,7 +94,7 @@ class StageDistiller(nn.Module):
                         student.fpn_channels,
                         t.fpn_channels,
                         len(student.strides),
-                        **stage.feature.params,
+                        **_with_detector_type(stage.feature.loss, stage.feature.params, student.kind),
                     )
                 except (FieldError, ValueError) as exc:
                     raise ConfigError(source, f"{where}.feature", str(exc)) from None
@@ -283,6 +286,15 @@ class StageDistiller(nn.Module):
         else:
             l_box = s_reg.sum() * 0.0
         return l_cls, l_box
+
+
+def _with_detector_type(loss: str, params: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """``params`` plus ``detector`` (one-/two-stage paper defaults and reference size, from the
+    student's head) for a loss that takes it, unless the stage sets it."""
+    out = dict(params)
+    if "detector" not in out and "detector" in feature_loss_params(loss):
+        out["detector"] = detector_type(kind)
+    return out
 
 
 def _scatter_columns(mapped: Tensor, student_cols: Tensor, like: Tensor) -> Tensor:

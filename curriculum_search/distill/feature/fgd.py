@@ -9,10 +9,24 @@ from torch import Tensor, nn
 from curriculum_search.distill.feature._registry import (
     FeatureLoss,
     Targets,
+    check_bool,
+    check_choice,
     check_number,
     register_feature_loss,
 )
 from curriculum_search.distill.feature.masks import foreground_masks, target_boxes
+from curriculum_search.distill.feature.reference import (
+    DETECTOR_TYPES,
+    channel_scale,
+    element_scale,
+    position_scale,
+)
+
+#: The official configs' ``(α, β, γ, λ)`` per detector type.
+PAPER_DEFAULTS = {
+    "one_stage": (1e-3, 5e-4, 5e-4, 5e-6),
+    "two_stage": (5e-5, 2.5e-5, 5e-5, 5e-7),
+}
 
 
 def attention_maps(feat: Tensor, temp: float) -> tuple[Tensor, Tensor]:
@@ -76,11 +90,19 @@ class FGDLoss(FeatureLoss):
         L_gl  = Σ (GC_s(S) − GC_t(T))² / B
         L     = Σ_l α L_fg + β L_bg + γ L_at + λ L_gl
 
-    Defaults: the official RetinaNet configs (``yzd-v/FGD``
+    Defaults are the official configs for the ``detector`` type (``yzd-v/FGD``
     ``configs/distillers/fgd/fgd_retina_r101_fpn_2x_distill_retina_r50_fpn_2x_coco.py`` and the
-    rx101 one): ``T = 0.5, α = 1e-3, β = 5e-4, γ = 5e-4, λ = 5e-6`` (the loss class' own default
-    ``γ = 1e-3`` is not what those configs use). Faster R-CNN configs use
-    ``α = 5e-5, β = 2.5e-5, γ = 5e-5, λ = 5e-7``.
+    rx101 one; the Faster R-CNN ones): ``T = 0.5`` and one-stage (RetinaNet) ``α = 1e-3,
+    β = 5e-4, γ = 5e-4, λ = 5e-6`` (the loss class' own default ``γ = 1e-3`` is not what those
+    configs use), two-stage (Faster R-CNN) ``α = 5e-5, β = 2.5e-5, γ = 5e-5, λ = 5e-7``.
+
+    **Size normalisation** (``normalize_size``, default on): each sum is multiplied by
+    ``reference count / actual count`` of what it sums, counts taken over all levels at the papers'
+    reference (COCO 1333×800, 256 channels, P3–P7 one-stage / P2–P6 two-stage; see
+    :mod:`~curriculum_search.distill.feature.reference`): ``L_fg``, ``L_bg`` and the channel part of
+    ``L_at`` by channels (the masks are already area-normalised), the spatial part of ``L_at`` by
+    positions, ``L_gl`` by elements. At the reference the paper's loss is reproduced exactly;
+    elsewhere the same weights give the same ratio to the detection loss.
 
     Deviation from the official code: foreground masks index rows by y and columns by x (the
     official code swaps them on non-square maps) and cover exactly the cells a box overlaps.
@@ -97,6 +119,10 @@ class FGDLoss(FeatureLoss):
         beta_fgd: Background weight ``β``. Default 5e-4.
         gamma_fgd: Attention weight ``γ``. Default 5e-4.
         lambda_fgd: Global (relation) weight ``λ``. Default 5e-6.
+            (``α, β, γ, λ`` default to None: the paper's values for ``detector``, listed above.)
+        detector: ``"one_stage"`` or ``"two_stage"``: the paper defaults and reference levels
+            (the trainer sets it from the student). Default ``"one_stage"``.
+        normalize_size: Rescale to the reference size (see above). Default True.
     """
 
     def __init__(
@@ -107,17 +133,24 @@ class FGDLoss(FeatureLoss):
         *,
         adapter: str = "auto",
         temp: float = 0.5,
-        alpha_fgd: float = 1e-3,
-        beta_fgd: float = 5e-4,
-        gamma_fgd: float = 5e-4,
-        lambda_fgd: float = 5e-6,
+        alpha_fgd: float | None = None,
+        beta_fgd: float | None = None,
+        gamma_fgd: float | None = None,
+        lambda_fgd: float | None = None,
+        detector: str = "one_stage",
+        normalize_size: bool = True,
     ) -> None:
         super().__init__(student_channels, teacher_channels, num_levels, adapter=adapter)
+        self.detector = check_choice(self.name, "detector", detector, DETECTOR_TYPES)
+        a, b, g, lam = PAPER_DEFAULTS[self.detector]
         self.temp = check_number(self.name, "temp", temp, low=0.0, low_open=True)
-        self.alpha_fgd = check_number(self.name, "alpha_fgd", alpha_fgd, low=0.0)
-        self.beta_fgd = check_number(self.name, "beta_fgd", beta_fgd, low=0.0)
-        self.gamma_fgd = check_number(self.name, "gamma_fgd", gamma_fgd, low=0.0)
-        self.lambda_fgd = check_number(self.name, "lambda_fgd", lambda_fgd, low=0.0)
+        self.alpha_fgd = check_number(self.name, "alpha_fgd", a if alpha_fgd is None else alpha_fgd, low=0.0)
+        self.beta_fgd = check_number(self.name, "beta_fgd", b if beta_fgd is None else beta_fgd, low=0.0)
+        self.gamma_fgd = check_number(self.name, "gamma_fgd", g if gamma_fgd is None else gamma_fgd, low=0.0)
+        self.lambda_fgd = check_number(
+            self.name, "lambda_fgd", lam if lambda_fgd is None else lambda_fgd, low=0.0
+        )
+        self.normalize_size = check_bool(self.name, "normalize_size", normalize_size)
         self.context_s = nn.ModuleList([GlobalContext(teacher_channels) for _ in range(num_levels)])
         self.context_t = nn.ModuleList([GlobalContext(teacher_channels) for _ in range(num_levels)])
 
@@ -133,10 +166,10 @@ class FGDLoss(FeatureLoss):
         targets: Targets | None,
         image_size: int | None,
     ) -> Tensor:
-        """Sum over levels of ``α L_fg + β L_bg + γ L_at + λ L_gl``."""
+        """Sum over levels of ``α L_fg + β L_bg + γ L_at + λ L_gl`` (each sum size-normalised)."""
         batch = student[0].shape[0]
         boxes = target_boxes(targets, batch, student[0].device)
-        total = student[0].new_zeros(())
+        fg_sum = bg_sum = at_ch_sum = at_sp_sum = rel_sum = student[0].new_zeros(())
         for level, (s, t) in enumerate(zip(student, teacher)):
             h, w = s.shape[-2:]
             # without targets there are no boxes and the stride is irrelevant
@@ -147,21 +180,27 @@ class FGDLoss(FeatureLoss):
             sp_t, ch_t = attention_maps(t, self.temp)
             sp_s, ch_s = attention_maps(s, self.temp)
             weighted = (s - t).pow(2) * sp_t[:, None] * ch_t[:, :, None, None]
-            fg_loss = (weighted * fg).sum() / batch
-            bg_loss = (weighted * bg).sum() / batch
-            att_loss = ((ch_s - ch_t).abs().sum() + (sp_s - sp_t).abs().sum()) / batch
-            rel_loss = (self.context_s[level](s) - self.context_t[level](t)).pow(2).sum() / batch
-            total = (
-                total
-                + self.alpha_fgd * fg_loss
-                + self.beta_fgd * bg_loss
-                + self.gamma_fgd * att_loss
-                + self.lambda_fgd * rel_loss
-            )
-        return total
+            fg_sum = fg_sum + (weighted * fg).sum() / batch
+            bg_sum = bg_sum + (weighted * bg).sum() / batch
+            at_ch_sum = at_ch_sum + (ch_s - ch_t).abs().sum() / batch
+            at_sp_sum = at_sp_sum + (sp_s - sp_t).abs().sum() / batch
+            rel_sum = rel_sum + (self.context_s[level](s) - self.context_t[level](t)).pow(2).sum() / batch
+        if self.normalize_size:  # O(1): reference count / count, from the shapes
+            by_ch = channel_scale(teacher, self.detector)
+            by_pos = position_scale(teacher, self.detector)
+            by_el = element_scale(teacher, self.detector)
+        else:
+            by_ch = by_pos = by_el = 1.0
+        return (
+            (self.alpha_fgd * by_ch) * fg_sum
+            + (self.beta_fgd * by_ch) * bg_sum
+            + self.gamma_fgd * (by_ch * at_ch_sum + by_pos * at_sp_sum)
+            + (self.lambda_fgd * by_el) * rel_sum
+        )
 
     def extra_repr(self) -> str:
         return (
             f"temp={self.temp:g}, alpha_fgd={self.alpha_fgd:g}, beta_fgd={self.beta_fgd:g}, "
-            f"gamma_fgd={self.gamma_fgd:g}, lambda_fgd={self.lambda_fgd:g}"
+            f"gamma_fgd={self.gamma_fgd:g}, lambda_fgd={self.lambda_fgd:g}, detector={self.detector}, "
+            f"normalize_size={self.normalize_size}"
         )
