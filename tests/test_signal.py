@@ -339,3 +339,77 @@ def test_the_trainer_picks_the_paper_defaults_of_the_students_detector_type() ->
     }
     assert _with_detector_type("mgd", {"detector": "one_stage"}, "two_stage") == {"detector": "one_stage"}
     assert _with_detector_type("cwd", {}, "two_stage") == {}
+
+
+# -- 12.6: TADF box KD on two-stage students uses the box criterion -------------------------------
+
+
+def test_roi_box_gate_is_the_box_criterion_not_the_class_gate() -> None:
+    from torchvision.models.detection._utils import BoxCoder
+
+    from curriculum_search.distill.response import cls_gate, roi_box_gate
+
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    props = torch.tensor([[0.0, 0.0, 20.0, 20.0], [30.0, 30.0, 50.0, 60.0], [5.0, 5.0, 15.0, 15.0]])
+    gt = torch.tensor([[2.0, 2.0, 22.0, 22.0], [30.0, 30.0, 50.0, 60.0], [0.0, 0.0, 1.0, 1.0]])
+    gt_deltas = coder.encode_single(gt, props)
+    labels = torch.tensor([1, 2, 0])  # K + 1 = 3 columns; RoI 2 is background
+    off = torch.tensor([2.0, -2.0, 1.0, 1.0])  # a badly shifted/scaled box
+    s_reg, t_reg = torch.zeros(3, 12), torch.zeros(3, 12)
+    s_reg[0, 4:8], t_reg[0, 4:8] = off, gt_deltas[0]  # RoI 0: the teacher's box is the ground truth
+    s_reg[1, 8:12], t_reg[1, 8:12] = gt_deltas[1], off  # RoI 1: the student's is
+    gate = roi_box_gate(s_reg, t_reg, labels, props, gt_deltas)
+    assert gate.tolist() == [True, False, False]
+    # the classification gate says the opposite here (teacher unsure on RoI 0, sure on RoI 1)
+    s_logits = torch.tensor([[0.0, 3.0, 0.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+    t_logits = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 3.0], [3.0, 0.0, 0.0]])
+    assert cls_gate(s_logits, t_logits, labels, mode="softmax")[:2].tolist() == [False, True]
+    # a teacher with another class set: RoI 1's class 2 is the teacher's label 1, RoI 0's it lacks
+    t_other = torch.zeros(3, 8)  # zero deltas decode to the proposal: RoI 1's ground truth
+    t_labels = torch.tensor([-1, 1, 0])
+    s_worse = s_reg.clone()
+    s_worse[1, 8:12] = off
+    gate = roi_box_gate(s_worse, t_other, labels, props, gt_deltas, teacher_labels=t_labels)
+    assert gate.tolist() == [False, True, False]
+
+
+def test_two_stage_student_box_kd_is_weighted_by_the_box_gate() -> None:
+    from curriculum_search.curriculum.recipe import ResponseKD, Stage
+    from curriculum_search.distill.cache import TeacherOutput
+    from curriculum_search.distill.distiller import StageDistiller
+    from curriculum_search.distill.response import cls_gate, roi_box_gate, roi_box_kd
+    from curriculum_search.models import DetectorSpec, build_detector
+
+    torch.manual_seed(0)
+    spec = DetectorSpec(
+        arch="faster_rcnn", backbone="resnet10t", num_classes=2, fpn_channels=16, image_size=64
+    )
+    student, teacher = build_detector(spec), build_detector(spec)
+    images = torch.rand(2, 3, 64, 64)
+    targets = [
+        {"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[20.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([2])},
+    ]
+    distiller = StageDistiller(
+        Stage(teachers=("t",), iterations=4, response=ResponseKD()), student, {"t": teacher}
+    )
+    s_out = student(images, targets)
+    with torch.no_grad():
+        t_out = TeacherOutput(features=teacher.features(images))
+    _, l_box = distiller._roi_kd(student, s_out, teacher, t_out, 64, distiller._columns["t"])
+    roi = s_out.roi
+    assert roi is not None and roi.labels is not None and roi.regression_targets is not None
+    labels = torch.cat(roi.labels)
+    with torch.no_grad():
+        _, t_reg = teacher.roi_outputs(t_out.features, [p.detach() for p in roi.proposals], (64, 64))
+    box = roi_box_gate(
+        roi.box_regression, t_reg, labels, torch.cat(roi.proposals), torch.cat(roi.regression_targets)
+    )
+    assert l_box.item() == pytest.approx(roi_box_kd(roi.box_regression, t_reg, labels, box.float()).item())
+    with torch.no_grad():
+        t_logits, _ = teacher.roi_outputs(t_out.features, [p.detach() for p in roi.proposals], (64, 64))
+    by_class = (labels > 0) & cls_gate(roi.class_logits, t_logits, labels, mode="softmax")
+    assert not torch.equal(box, by_class)  # the two criteria pick different RoIs here
+    assert l_box.item() != pytest.approx(
+        roi_box_kd(roi.box_regression, t_reg, labels, by_class.float()).item()
+    )

@@ -6,7 +6,9 @@
   strides and sizes, channels adapted inside the loss);
 * class/box terms (TADF): dense heads use the same anchors for both models, gated where the teacher
   beats the student (probability of the true label; IoU of the decoded box with ground truth);
-  two-stage heads run the teacher's RoI head on the student's sampled proposals (proposal sharing);
+  two-stage heads run the teacher's RoI head on the student's sampled proposals (proposal sharing),
+  box KD there gated by the same box criterion (the teacher's decoded box closer to the ground truth
+  than the student's), classes of another label space mapped by name;
 * γ(t): the stage's decay schedule over its iterations.
 
 Pseudo-label KD changes the *targets* of ``L_det`` instead (see :meth:`StageDistiller.targets`).
@@ -35,6 +37,7 @@ from curriculum_search.distill.response import (
     dense_cls_kd,
     gt_labels_from_matches,
     matched_gt_boxes,
+    roi_box_gate,
     roi_box_kd,
     roi_cls_kd,
 )
@@ -280,12 +283,32 @@ class StageDistiller(nn.Module):
         else:
             w = torch.ones(len(labels), device=s_logits.device)
         l_cls = roi_cls_kd(s_logits_m, t_logits_m, w, temperature=resp.temperature)
-        if cmap.identity:
-            w_box = (labels > 0).float() * (w if resp.gate else 1.0)
-            l_box = roi_box_kd(s_reg, t_reg, labels, w_box)
+        # box KD: TADF's box criterion (teacher box closer to the ground truth than the student's)
+        t_labels = None if cmap.identity else _teacher_labels(labels, cmap)
+        valid = (labels > 0) if t_labels is None else (labels > 0) & (t_labels > 0)
+        if resp.gate and roi.regression_targets:
+            w_box = roi_box_gate(
+                s_reg,
+                t_reg,
+                labels,
+                torch.cat(proposals),
+                torch.cat(roi.regression_targets),
+                teacher_labels=t_labels,
+                box_coder_weights=tuple(student.net.roi_heads.box_coder.weights),
+            ).float()
         else:
-            l_box = s_reg.sum() * 0.0
+            w_box = valid.float()
+        l_box = roi_box_kd(s_reg, t_reg, labels, w_box, teacher_labels=t_labels)
         return l_cls, l_box
+
+
+def _teacher_labels(labels: Tensor, cmap: _ColumnMap) -> Tensor:
+    """Each RoI's label in the teacher's label space (``-1``: the teacher lacks the class)."""
+    top_label = int(labels.max()) if labels.numel() else 0
+    size = max(int(cmap.student.max()) if len(cmap.student) else 0, top_label, 0) + 1
+    table = torch.full((size,), -1, dtype=torch.long, device=labels.device)
+    table[cmap.student.to(labels.device)] = cmap.teacher.to(labels.device)
+    return torch.where(labels > 0, table[labels.clamp_min(0)], labels.long())
 
 
 def _with_detector_type(loss: str, params: Mapping[str, Any], kind: str) -> dict[str, Any]:

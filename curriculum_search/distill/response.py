@@ -186,33 +186,43 @@ def roi_box_kd(
     labels: Tensor,
     weight: Tensor | None = None,
     beta: float = 1.0 / 9.0,
+    teacher_labels: Tensor | None = None,
 ) -> Tensor:
     """Smooth-L1 KD on the class-specific deltas of each positive RoI's label.
 
-    For RoI ``i`` with ``labels[i] = c ≥ 1``: ``ℓ_i = Σ_4 smoothL1_β(s_i[c] − t_i[c])`` where
-    ``s_i[c]`` is columns ``4c:4c+4``; RoIs with ``c ≤ 0`` (background, ignore) do not count. Result
+    For RoI ``i`` with ``labels[i] = c ≥ 1``: ``ℓ_i = Σ_4 smoothL1_β(s_i[c] − t_i[c'])`` where
+    ``s_i[c]`` is columns ``4c:4c+4`` and ``c' = teacher_labels[i]`` (default ``c``); RoIs with
+    ``c ≤ 0`` (background, ignore) or ``c' ≤ 0`` (a class the teacher lacks) do not count. Result
     ``Σ_pos w·ℓ / max(Σ_pos w, 1)``.
 
     Args:
         student_reg: ``(P, (K + 1) * 4)``.
-        teacher_reg: Same shape; detached inside.
+        teacher_reg: Same shape, or ``(P, (K' + 1) * 4)`` with ``teacher_labels``; detached inside.
         labels: ``(P,)`` int ground-truth label of each RoI (0 = background).
-        weight: ``(P,)`` per-RoI weights (e.g. :func:`box_gate`); ``None`` = ones.
+        weight: ``(P,)`` per-RoI weights (e.g. :func:`roi_box_gate`); ``None`` = ones.
         beta: Smooth-L1 transition point (default 1/9 as torchvision's ``fastrcnn_loss``).
+        teacher_labels: ``(P,)`` the same class in the teacher's label space (another class set).
 
     Returns:
         A scalar tensor.
     """
-    _check_same_shape(student_reg, teacher_reg, "roi_box_kd")
+    if teacher_labels is None:
+        _check_same_shape(student_reg, teacher_reg, "roi_box_kd")
     if student_reg.dim() != 2 or student_reg.shape[1] % 4:
         raise ValueError(f"roi_box_kd: regression must be (P, (K+1)*4), got {tuple(student_reg.shape)}")
+    if teacher_reg.dim() != 2 or teacher_reg.shape[0] != student_reg.shape[0] or teacher_reg.shape[1] % 4:
+        raise ValueError(
+            f"roi_box_kd: teacher regression {tuple(teacher_reg.shape)} does not fit student {tuple(student_reg.shape)}"
+        )
     if labels.shape != student_reg.shape[:1]:
         raise ValueError(f"roi_box_kd: labels shape {tuple(labels.shape)} != ({student_reg.shape[0]},)")
-    w = _weights(weight, labels.shape, student_reg, "roi_box_kd") * (labels > 0).to(student_reg.dtype)
+    t_labels = labels if teacher_labels is None else teacher_labels
+    valid = (labels > 0) & (t_labels > 0)
+    w = _weights(weight, labels.shape, student_reg, "roi_box_kd") * valid.to(student_reg.dtype)
     pos = torch.nonzero(w > 0).squeeze(1)
     cls = labels[pos].long()
     s = student_reg.reshape(student_reg.shape[0], -1, 4)[pos, cls]
-    t = _teacher(teacher_reg, student_reg).reshape(student_reg.shape[0], -1, 4)[pos, cls]
+    t = _teacher(teacher_reg, student_reg).reshape(teacher_reg.shape[0], -1, 4)[pos, t_labels[pos].long()]
     per = F.smooth_l1_loss(s, t, beta=beta, reduction="none").sum(dim=-1)
     return (per * w[pos]).sum() / w.sum().clamp_min(1.0)
 
@@ -322,6 +332,57 @@ def box_gate(student_boxes: Tensor, teacher_boxes: Tensor, gt_boxes: Tensor, pos
     return gate
 
 
+def roi_box_gate(
+    student_reg: Tensor,
+    teacher_reg: Tensor,
+    labels: Tensor,
+    proposals: Tensor,
+    gt_deltas: Tensor,
+    *,
+    teacher_labels: Tensor | None = None,
+    box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+) -> Tensor:
+    """TADF box gate for RoI heads: positive RoIs where the teacher's box beats the student's.
+
+    Both heads regress class-specific deltas on the same (student) proposals (proposal sharing).
+    For RoI ``i`` of label ``c ≥ 1`` the student's box is its class-``c`` deltas decoded on the
+    proposal, the teacher's its class-``c'`` deltas (``c' = teacher_labels[i]``, default ``c``),
+    the ground truth the training regression target decoded on the proposal; then
+    :func:`box_gate`: ``IoU(teacher box, gt) > IoU(student box, gt)``. This is the box criterion
+    of TADF, not the classification gate.
+
+    Args:
+        student_reg: ``(P, (K + 1) * 4)`` student deltas.
+        teacher_reg: ``(P, (K' + 1) * 4)`` teacher deltas on the same proposals.
+        labels: ``(P,)`` sampled label of each RoI (0 background, < 0 ignore).
+        proposals: ``(P, 4)`` xyxy proposals (all images concatenated).
+        gt_deltas: ``(P, 4)`` regression targets of the matched ground truth (torchvision's).
+        teacher_labels: ``(P,)`` the RoI's class in the teacher's label space (<= 0: lacking).
+        box_coder_weights: the RoI head's ``BoxCoder`` weights (torchvision: 10, 10, 5, 5).
+
+    Returns:
+        ``(P,)`` bool.
+    """
+    from torchvision.models.detection._utils import BoxCoder
+
+    p = labels.shape[0]
+    if proposals.shape != (p, 4) or gt_deltas.shape != (p, 4):
+        raise ValueError(
+            f"roi_box_gate: proposals {tuple(proposals.shape)} / gt_deltas {tuple(gt_deltas.shape)} must be ({p}, 4)"
+        )
+    t_labels = labels if teacher_labels is None else teacher_labels
+    positive = (labels > 0) & (t_labels > 0)
+    coder = BoxCoder(box_coder_weights)
+    rows = torch.arange(p, device=labels.device)
+    props = proposals.detach().float()
+    s_d = student_reg.detach().reshape(p, -1, 4)[rows, labels.clamp_min(0).long()].float()
+    t_d = teacher_reg.detach().reshape(p, -1, 4)[rows, t_labels.clamp_min(0).long()].float()
+    s_box = coder.decode_single(s_d, props)
+    t_box = coder.decode_single(t_d.to(props.device), props)
+    gt = coder.decode_single(gt_deltas.detach().float(), props)
+    return box_gate(s_box, t_box, gt, positive)
+
+
 # ------------------------------------------------------------------------------ matching helpers
 
 
@@ -395,6 +456,7 @@ __all__ = [
     "elementwise_box_iou",
     "gt_labels_from_matches",
     "matched_gt_boxes",
+    "roi_box_gate",
     "roi_box_kd",
     "roi_cls_kd",
 ]
