@@ -160,10 +160,13 @@ def test_heuristic_chain_ends_at_the_strongest_teacher(models, images) -> None: 
     student.train()
     ap = {"other": 0.5, "third": 0.2, "same": 0.1}
     for n in (1, 2, 3):
-        for criterion in ("sum", "max"):
-            order = heuristic_order(student, teachers, images, ap, n, criterion=criterion)  # type: ignore[arg-type]
-            assert order[-1] == "other" and 1 <= len(order) <= n
+        for metric in ("mse", "cka"):
+            order = heuristic_order(student, teachers, images, ap, n, metric=metric)  # type: ignore[arg-type]
+            # MTPD (issue 12.5): every teacher up to n, cheapest first, the strongest last
+            assert order[-1] == "other" and len(order) == n
             assert len(set(order)) == len(order)
     assert heuristic_order(student, teachers, images, ap, 1) == ["other"]
+    # "same" is the student's twin: the cheapest adaptation, so it comes first
+    assert heuristic_order(student, teachers, images, ap, 3) == ["same", "third", "other"]
     assert student.training and all(m.training for m in student.modules())  # modes restored
     assert STUDENT not in heuristic_order(student, teachers, images, ap, 3)

@@ -413,3 +413,78 @@ def test_two_stage_student_box_kd_is_weighted_by_the_box_gate() -> None:
     assert l_box.item() != pytest.approx(
         roi_box_kd(roi.box_regression, t_reg, labels, by_class.float()).item()
     )
+
+
+# -- 12.5: the heuristic is MTPD's --------------------------------------------------------------
+
+
+class _Stub(torch.nn.Module):
+    """A "detector" whose single FPN level is a fixed function of the image."""
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__()
+        self.fn, self.strides = fn, [8]
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [self.fn(images)]
+
+
+def _pool() -> tuple[_Stub, dict[str, _Stub]]:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 48, 1, 1, generator=g)
+    r1, r2 = torch.randn(16, 48, 1, 1, generator=g), torch.randn(16, 48, 1, 1, generator=g)
+
+    def proj(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, m)
+
+    def noise(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return torch.sin(37.0 * proj(x, m))  # a deterministic function, unpredictable linearly
+
+    student = _Stub(lambda x: x)  # 48 channels: 16 fitting samples (4 images × 2×2) fit anything
+    teachers = {
+        "near": _Stub(lambda x: proj(x, w) + 0.3 * noise(x, r1)),
+        "noise": _Stub(lambda x: noise(x, r2)),
+        "strong": _Stub(lambda x: 0.5 * proj(x, w) + noise(x, r1)),
+    }
+    return student, teachers
+
+
+def test_adaptation_cost_is_scored_on_held_out_images() -> None:
+    from curriculum_search.search.heuristic import adaptation_cost, extract_features
+
+    student, teachers = _pool()
+    images = torch.randn(8, 48, 2, 2, generator=torch.Generator().manual_seed(1))
+    fit, held = images[:4], images[4:]
+    s_fit, s_held = extract_features(student, fit), extract_features(student, held)  # type: ignore[arg-type]
+    t = teachers["noise"]
+    t_fit, t_held = extract_features(t, fit), extract_features(t, held)  # type: ignore[arg-type]
+    assert adaptation_cost(s_fit, t_fit) < 0.05  # in-sample: the adapter memorises noise
+    assert adaptation_cost(s_fit, t_fit, eval_src=s_held, eval_dst=t_held) > 0.8  # held out: it cannot
+
+
+def test_heuristic_orders_every_teacher_by_held_out_cost_strongest_last() -> None:
+    from curriculum_search.search.heuristic import heuristic_order, student_adaptation_costs
+
+    student, teachers = _pool()
+    images = torch.randn(8, 48, 8, 8, generator=torch.Generator().manual_seed(1))  # 256 samples/side
+    ap = {"near": 0.2, "noise": 0.3, "strong": 0.5}
+    costs = student_adaptation_costs(student, teachers, images)  # type: ignore[arg-type]
+    assert costs["near"] < 0.1 < 0.9 < costs["noise"]
+    # all three stages although one would do (the old chain search returned the strongest alone)
+    assert heuristic_order(student, teachers, images, ap, 3) == ["near", "noise", "strong"]  # type: ignore[arg-type]
+    assert heuristic_order(student, teachers, images, ap, 2) == ["near", "strong"]  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 2 calibration images"):
+        student_adaptation_costs(student, teachers, images[:1])  # type: ignore[arg-type]
+
+
+def test_the_heuristic_baseline_keeps_the_whole_order(space: SearchSpace) -> None:
+    from curriculum_search.search.baselines import HEURISTIC, baseline_choices
+    from curriculum_search.search.encoding import decode_params
+
+    ap = {"small": 0.30, "medium": 0.45, "pvt": 0.40}
+    out = baseline_choices(space, ap, heuristic_order=["pvt", "small", "medium"])  # 3 stages, min 1
+    assert decode_params(out[HEURISTIC], space).teachers == ("pvt", "small", "medium")  # type: ignore[arg-type]
+    two = dataclasses.replace(space, search=dataclasses.replace(space.search, n_stages=(1, 2)))
+    out = baseline_choices(two, ap, heuristic_order=["pvt", "small", "medium"])
+    assert decode_params(out[HEURISTIC], two).teachers == ("pvt", "medium")  # type: ignore[arg-type]

@@ -87,9 +87,11 @@ def baseline_choices(
     * ``weak_to_strong``: the ``min(max stages, #teachers)`` strongest teachers, weakest first,
       ending at the strongest.
     * ``heuristic``: ``heuristic_order`` (e.g. from
-      :func:`~curriculum_search.search.heuristic.heuristic_order`); if longer than the most stages
-      the last ones are kept (it still ends at its last teacher); omitted when not given or when
-      shorter than the fewest stages.
+      :func:`~curriculum_search.search.heuristic.heuristic_order`: teachers by student → teacher
+      adaptation cost, the strongest last), kept whole even when it has more stages than the
+      fewest the space allows; if longer than the most stages, its first ``max − 1`` teachers
+      (the cheapest) and its last are kept; omitted when not given or when shorter than the
+      fewest stages.
 
     Baselines that decode to the same curriculum are all returned (a study reuses the result of an
     identical curriculum, so a duplicate costs nothing and keeps its label).
@@ -119,7 +121,8 @@ def baseline_choices(
                 )
         if len(set(order)) != len(order):
             raise ValueError(f"heuristic order has a teacher twice: {order}")
-        order = order[-hi:]
+        if len(order) > hi:
+            order = [*order[: hi - 1], order[-1]]
         if len(order) >= lo:
             out[HEURISTIC] = encode_curriculum({"teachers": order}, space)
     return out

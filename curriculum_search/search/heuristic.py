@@ -1,12 +1,15 @@
-"""Teacher-ordering heuristic: the cheapest chain of adaptations from the student to the strongest.
+"""Teacher-ordering heuristic of MTPD: teachers ordered by how hard the student adapts to them.
 
-MTPD orders teachers so that each stage's teacher is *close* to the student the previous stage
-produced. The cost of a step from model A to model B (:func:`adaptation_cost`) is how badly a cheap
-adapter maps A's FPN maps onto B's on a calibration batch: a 1×1 convolution per FPN level fitted
-to predict B's map from A's, scored by the normalised MSE (``MSE / var(B)``; 0 = B is a linear
-function of A, 1 = no better than B's mean), averaged over levels — or ``1 − linear CKA``.
-:func:`heuristic_order` picks, among chains ``student → t_1 → … → strongest`` with at most
-``n_stages`` teachers, the one whose step costs have the smallest sum (or smallest maximum).
+MTPD orders teachers so that the student first learns from the teacher *closest* to it and ends
+with the strongest. The closeness of the student to teacher B (:func:`adaptation_cost`) is how
+badly a cheap adapter maps the student's FPN maps onto B's: a 1×1 convolution per FPN level fitted
+to predict B's map from the student's on some calibration images and **scored on other, held-out
+images** by the normalised MSE (``MSE / var(B)``; 0 = B is a linear function of the student,
+1 = no better than B's mean), averaged over levels — or ``1 − linear CKA`` on the held-out
+images. :func:`heuristic_order` ranks the teachers by that cost, cheapest first, and puts the
+strongest (highest AP) last: the MTPD chain, which may be longer than the fewest stages a space
+allows (a pool larger than the most stages keeps the cheapest ones and the strongest).
+(:func:`best_chain`, a cheapest-path search over pairwise costs, is kept as a utility.)
 """
 
 from __future__ import annotations
@@ -100,23 +103,26 @@ def _align(
     return align_features(list(src_feats), list(dst_feats), list(src_strides), list(dst_strides))
 
 
-def _fit_lstsq(x: Tensor, y: Tensor, ridge: float) -> Tensor:
-    """Residual of the ridge least-squares 1×1 map ``y ≈ x W + b`` (closed form, centred)."""
-    xc = x - x.mean(0, keepdim=True)
-    yc = y - y.mean(0, keepdim=True)
+Predictor = Callable[[Tensor], Tensor]
+
+
+def _fit_lstsq(x: Tensor, y: Tensor, ridge: float) -> Predictor:
+    """The ridge least-squares 1×1 map ``y ≈ x W + b`` (closed form, centred), as a predictor."""
+    x_mean, y_mean = x.mean(0, keepdim=True), y.mean(0, keepdim=True)
+    xc = x - x_mean
     gram = xc.T @ xc
     scale = float(torch.trace(gram)) / max(1, gram.shape[0])
     reg = ridge * (scale if scale > 0 else 1.0)
-    w = torch.linalg.solve(gram + reg * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc)
-    return xc @ w - yc
+    w = torch.linalg.solve(gram + reg * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ (y - y_mean))
+    return lambda z: (z - x_mean) @ w + y_mean
 
 
-def _fit_adam(x: Tensor, y: Tensor, iters: int, lr: float) -> Tensor:
-    """Residual of a 1×1 map fitted by ``iters`` full-batch Adam steps (inputs standardised)."""
-    x = (x - x.mean(0, keepdim=True)) / x.std(0, keepdim=True).clamp_min(1e-6)
-    yc = y - y.mean(0, keepdim=True)
-    scale = yc.std().clamp_min(1e-12)
-    target = yc / scale
+def _fit_adam(x: Tensor, y: Tensor, iters: int, lr: float) -> Predictor:
+    """A 1×1 map fitted by ``iters`` full-batch Adam steps (inputs standardised), as a predictor."""
+    x_mean, x_std = x.mean(0, keepdim=True), x.std(0, keepdim=True).clamp_min(1e-6)
+    y_mean = y.mean(0, keepdim=True)
+    scale = (y - y_mean).std().clamp_min(1e-12)
+    xs, target = (x - x_mean) / x_std, (y - y_mean) / scale
     layer = nn.Linear(x.shape[1], y.shape[1], dtype=torch.float64)
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
@@ -124,11 +130,15 @@ def _fit_adam(x: Tensor, y: Tensor, iters: int, lr: float) -> Tensor:
     with torch.inference_mode(False), torch.enable_grad():
         for _ in range(iters):
             opt.zero_grad()
-            loss = F.mse_loss(layer(x), target)
+            loss = F.mse_loss(layer(xs), target)
             loss.backward()
             opt.step()
-    with torch.no_grad():
-        return (layer(x) - target) * scale
+
+    def predict(z: Tensor) -> Tensor:
+        with torch.no_grad():
+            return layer((z - x_mean) / x_std) * scale + y_mean
+
+    return predict
 
 
 def adaptation_cost(
@@ -142,6 +152,8 @@ def adaptation_cost(
     ridge: float = 1e-3,
     src_strides: Sequence[float] | None = None,
     dst_strides: Sequence[float] | None = None,
+    eval_src: Sequence[Tensor] | None = None,
+    eval_dst: Sequence[Tensor] | None = None,
 ) -> float:
     """How hard it is to adapt model A's FPN maps (``src``) to model B's (``dst``); 0 = trivial.
 
@@ -157,9 +169,10 @@ def adaptation_cost(
       ``solver="adam"`` runs ``iters`` full-batch Adam steps at ``lr`` from zero weights.
     * ``metric="cka"``: ``1 − linear_cka(X, Y)`` (no fit; ``iters``, ``lr``, ``solver`` unused).
 
-    The result is the mean over levels. The score is measured on the calibration samples
-    themselves: a level with fewer positions than channels fits almost perfectly, so give the
-    calibration batch enough images (e.g. 16 at 128 px).
+    The result is the mean over levels. With ``eval_src``/``eval_dst`` (the two models' maps of
+    *other* images) the adapter is fitted on ``src``/``dst`` and scored on those held-out maps
+    (CKA is computed on them), as MTPD does; without, it is scored on the fitting samples
+    themselves, where a level with fewer positions than channels fits almost perfectly.
 
     Args:
         src_feats: source FPN maps ``(B, Cs, H, W)``, finest first.
@@ -170,9 +183,11 @@ def adaptation_cost(
         solver: ``"lstsq"`` (default) or ``"adam"``.
         ridge: relative ridge of the closed-form fit, default 1e-3.
         src_strides / dst_strides: level strides in input pixels (``Detector.strides``), optional.
+        eval_src / eval_dst: held-out maps of both models on other images (both or neither).
 
     Raises:
-        ValueError: empty feature lists, different batch sizes, unknown metric/solver.
+        ValueError: empty feature lists, different batch sizes, unknown metric/solver, only one
+            of the held-out lists.
     """
     if not src_feats or not dst_feats:
         raise ValueError("adaptation_cost needs at least one feature map on each side")
@@ -182,16 +197,25 @@ def adaptation_cost(
         raise ValueError(f"unknown metric {metric!r} (use 'mse' or 'cka')")
     if solver not in ("lstsq", "adam"):
         raise ValueError(f"unknown solver {solver!r} (use 'lstsq' or 'adam')")
+    if (eval_src is None) != (eval_dst is None):
+        raise ValueError("give both eval_src and eval_dst (held-out maps of the two models) or neither")
     aligned = _align(src_feats, dst_feats, src_strides, dst_strides)
+    if eval_src is not None and eval_dst is not None:
+        if eval_src[0].shape[0] != eval_dst[0].shape[0]:
+            raise ValueError(f"held-out batch sizes differ: {eval_src[0].shape[0]} vs {eval_dst[0].shape[0]}")
+        held_src, held_dst = list(eval_src), _align(eval_src, eval_dst, src_strides, dst_strides)
+    else:
+        held_src, held_dst = list(src_feats), aligned
     costs = []
-    for s, d in zip(src_feats, aligned):
+    for s, d, hs, hd in zip(src_feats, aligned, held_src, held_dst):
         x, y = _flatten(s), _flatten(d.to(s.device))
+        xe, ye = _flatten(hs.to(s.device)), _flatten(hd.to(s.device))
         if metric == "cka":
-            costs.append(1.0 - linear_cka(x, y))
+            costs.append(1.0 - linear_cka(xe, ye))
             continue
-        var = float(((y - y.mean(0, keepdim=True)) ** 2).mean())
-        resid = _fit_lstsq(x, y, ridge) if solver == "lstsq" else _fit_adam(x, y, iters, lr)
-        mse = float((resid**2).mean())
+        var = float(((ye - ye.mean(0, keepdim=True)) ** 2).mean())
+        predict = _fit_lstsq(x, y, ridge) if solver == "lstsq" else _fit_adam(x, y, iters, lr)
+        mse = float(((predict(xe) - ye) ** 2).mean())
         costs.append(0.0 if var <= 1e-20 else mse / var)
     return float(sum(costs) / len(costs))
 
@@ -275,6 +299,70 @@ def strongest_teacher(teacher_ap: Mapping[str, float], names: Sequence[str]) -> 
     return min(names, key=lambda n: (-float(teacher_ap[n]), n))
 
 
+def student_adaptation_costs(
+    student: Detector,
+    teachers: Mapping[str, Detector],
+    calib_images: Tensor,
+    *,
+    metric: Metric = "mse",
+    solver: Solver = "lstsq",
+    iters: int = 200,
+    lr: float = 1e-2,
+    holdout_fraction: float = 0.5,
+) -> dict[str, float]:
+    """Student → teacher adaptation cost of every teacher, measured on held-out images.
+
+    The adapter is fitted on the first ``1 − holdout_fraction`` of ``calib_images`` and scored on
+    the rest (:func:`adaptation_cost` with ``eval_src``/``eval_dst``). Features are computed once
+    per model (``Detector.features`` under ``inference_mode``, eval mode; modes restored).
+
+    Raises:
+        ValueError: no teacher, fewer than 2 calibration images, or a fraction outside (0, 1).
+    """
+    if not teachers:
+        raise ValueError("needs at least one teacher")
+    n = int(calib_images.shape[0])
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    if n < 2:
+        raise ValueError(f"needs at least 2 calibration images (to fit and to score), got {n}")
+    n_fit = min(n - 1, max(1, round(n * (1.0 - holdout_fraction))))
+    fit, held = calib_images[:n_fit], calib_images[n_fit:]
+    s_fit, s_held = extract_features(student, fit), extract_features(student, held)
+    out: dict[str, float] = {}
+    for name in sorted(teachers):
+        t = teachers[name]
+        out[name] = adaptation_cost(
+            s_fit,
+            extract_features(t, fit),
+            iters,
+            lr,
+            metric=metric,
+            solver=solver,
+            src_strides=student.strides,
+            dst_strides=t.strides,
+            eval_src=s_held,
+            eval_dst=extract_features(t, held),
+        )
+    return out
+
+
+def order_by_cost(
+    costs: Mapping[str, float], teacher_ap: Mapping[str, float], max_teachers: int
+) -> list[str]:
+    """MTPD's order: teachers by adaptation cost, cheapest first, the strongest (highest AP) last.
+
+    With more teachers than ``max_teachers``, the cheapest ``max_teachers − 1`` and the strongest
+    are kept (in that order). Ties: by name.
+    """
+    if max_teachers < 1:
+        raise ValueError(f"an order needs at least one teacher, got max_teachers={max_teachers}")
+    names = sorted(costs)
+    end = strongest_teacher(teacher_ap, names)
+    rest = sorted((n for n in names if n != end), key=lambda n: (float(costs[n]), n))
+    return [*rest[: max_teachers - 1], end]
+
+
 def heuristic_order(
     student: Detector,
     teachers: Mapping[str, Detector],
@@ -283,56 +371,45 @@ def heuristic_order(
     n_stages: int,
     *,
     metric: Metric = "mse",
-    criterion: Criterion = "sum",
     solver: Solver = "lstsq",
     iters: int = 200,
     lr: float = 1e-2,
+    holdout_fraction: float = 0.5,
 ) -> list[str]:
     """Teacher order of the adaptation-cost heuristic (the MTPD warm start).
 
-    The chain starts at the student and ends at the strongest teacher (highest ``teacher_ap``),
-    through at most ``n_stages − 1`` intermediate teachers, minimising the sum (``criterion="sum"``)
-    or the largest (``"max"``) of the step costs ``adaptation_cost(features(a), features(b))``;
-    exhaustive for pools up to 7 teachers, greedy beyond. Features are computed once per model on
-    ``calib_images`` (``Detector.features`` under ``inference_mode``, eval mode).
-
-    Note that with ``"sum"`` an intermediate teacher is only chosen if the two steps through it
-    cost less than the direct step; ``"max"`` favours chains of small steps.
+    Teachers ranked by the student → teacher adaptation cost on held-out calibration images
+    (:func:`student_adaptation_costs`), cheapest first, the strongest (highest ``teacher_ap``)
+    last (:func:`order_by_cost`). Every teacher is kept up to ``n_stages`` (the most stages): the
+    order is the heuristic even when it is longer than the fewest stages.
 
     Args:
         student: the student (its initial weights).
         teachers: the candidate teachers by name.
-        calib_images: ``(B, 3, S, S)`` normalised calibration batch.
+        calib_images: ``(B, 3, S, S)`` normalised calibration batch, ``B >= 2`` (split into the
+            images the adapters are fitted on and the held-out images they are scored on).
         teacher_ap: AP of each teacher (picks the last teacher).
-        n_stages: most teachers in the chain (>= 1).
-        metric / criterion / solver / iters / lr: see :func:`adaptation_cost` and :func:`best_chain`.
+        n_stages: most teachers in the order (>= 1).
+        metric / solver / iters / lr: see :func:`adaptation_cost`.
+        holdout_fraction: share of ``calib_images`` held out for scoring (default half).
 
     Returns:
         Teacher names, student side first, ending with the strongest teacher.
     """
     if not teachers:
         raise ValueError("heuristic_order needs at least one teacher")
-    names = sorted(teachers)
-    end = strongest_teacher(teacher_ap, names)
-    models: dict[str, Detector] = {STUDENT: student, **{n: teachers[n] for n in names}}
-    feats = {name: extract_features(model, calib_images) for name, model in models.items()}
-    memo: dict[tuple[str, str], float] = {}
-
-    def cost(a: str, b: str) -> float:
-        if (a, b) not in memo:
-            memo[(a, b)] = adaptation_cost(
-                feats[a],
-                feats[b],
-                iters,
-                lr,
-                metric=metric,
-                solver=solver,
-                src_strides=models[a].strides,
-                dst_strides=models[b].strides,
-            )
-        return memo[(a, b)]
-
-    return best_chain(cost, STUDENT, end, names, n_stages, criterion)
+    strongest_teacher(teacher_ap, sorted(teachers))  # every teacher has an AP
+    costs = student_adaptation_costs(
+        student,
+        teachers,
+        calib_images,
+        metric=metric,
+        solver=solver,
+        iters=iters,
+        lr=lr,
+        holdout_fraction=holdout_fraction,
+    )
+    return order_by_cost(costs, teacher_ap, n_stages)
 
 
 __all__ = [
@@ -343,5 +420,7 @@ __all__ = [
     "extract_features",
     "heuristic_order",
     "linear_cka",
+    "order_by_cost",
     "strongest_teacher",
+    "student_adaptation_costs",
 ]
