@@ -147,8 +147,9 @@ def _run(space: SearchSpace, sampler: optuna.samplers.BaseSampler, n: int = 10) 
     def objective(trial: optuna.Trial) -> float:
         choice = suggest_curriculum(trial, space)
         assert choice.total_iterations == space.proxy.iterations
-        # a no-KD draw is the student alone (no stages, issue 12.1)
-        assert choice.is_student_only or sum(s.iterations for s in choice.stages) == space.proxy.iterations
+        # a no-KD draw is the student alone (no stages, issue 12.1); two-step pseudo labels (12.7)
+        # have their two steps instead of teacher stages
+        assert sum(s.iterations for s in choice.to_stages()) == space.proxy.iterations
         trial.set_user_attr("key", choice.key)
         return float(len(choice.stages)) + (choice.lr or 0.0) + random.Random(trial.number).random()
 
@@ -225,6 +226,8 @@ def _params(space: SearchSpace, **over: Any) -> dict[str, Any]:
         "feature_loss": "mgd",
         "response": True,
         "pseudo": False,
+        "pseudo_form": "add",
+        "pseudo_gt_fraction": 0.5,
         "feature_weight": 1.2,
         "cls_weight": 0.5,
         "box_weight": 2.0,

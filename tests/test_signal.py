@@ -19,6 +19,7 @@ from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import encode_curriculum
 from curriculum_search.search.space import SearchSpace, load_space
 from tests.test_evaluate import FakeDataset, FakeModel, coco  # noqa: F401  (coco: the fixture)
+from tests.test_trainer import teacher_ckpt  # noqa: F401  (the fixture)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -488,3 +489,113 @@ def test_the_heuristic_baseline_keeps_the_whole_order(space: SearchSpace) -> Non
     two = dataclasses.replace(space, search=dataclasses.replace(space.search, n_stages=(1, 2)))
     out = baseline_choices(two, ap, heuristic_order=["pvt", "small", "medium"])
     assert decode_params(out[HEURISTIC], two).teachers == ("pvt", "medium")  # type: ignore[arg-type]
+
+
+# -- 12.7: the paper's two-step pseudo-label KD is reachable by the search -----------------------
+
+
+def _two_step_params(space: SearchSpace, **over: Any) -> dict[str, Any]:
+    from tests.test_encoding import _params
+
+    return _params(space, **{"pseudo": True, "pseudo_form": "two_step", "pseudo_gt_fraction": 0.2, **over})
+
+
+def test_two_step_pseudo_labels_decode_to_a_fused_stage_then_a_ground_truth_finetune(
+    space: SearchSpace,
+) -> None:
+    from curriculum_search.search.encoding import (
+        choice_from_dict,
+        decode_params,
+        param_distributions,
+        proxy_cost,
+    )
+
+    assert {"pseudo_form", "pseudo_gt_fraction"} <= set(param_distributions(space))  # fixed set
+    choice = decode_params(_two_step_params(space), space)  # n_stages 2: medium, pvt
+    ps = choice.pseudo_steps
+    assert ps is not None and ps.teachers == ("medium", "pvt")
+    assert (ps.pseudo_iterations, ps.finetune_iterations, ps.gt_fraction) == (210, 90, 0.2)
+    assert choice.describe() == "pseudo labels of medium+pvt(70%) → fine-tune on 20% of labels(30%) | lr 2e-3"
+    a, b = choice.to_stages()
+    assert a.teachers == ("medium", "pvt") and a.iterations == 210
+    assert a.pseudo is not None and (a.pseudo.mode, a.pseudo.fuse, a.pseudo.use_unlabeled) == (
+        "pseudo",
+        "wbf",
+        True,
+    )
+    assert a.feature is None and a.response is None
+    assert b.teachers == () and b.iterations == 90 and b.gt_fraction == 0.2
+    assert [s.iterations for s in choice.to_stages(1000)] == [700, 300]
+    assert choice.boundaries() == [0, 210, 300]
+    # both teachers run during step A, none during step B
+    assert proxy_cost(choice, {"medium": 2.0, "pvt": 3.0, "small": 1.0}, 1.0) == 210 * 6.0 + 90 * 1.0
+    # a set of teachers: order, fractions and the other KD settings do not change what trains
+    same = [
+        _two_step_params(space, **{"order_key.medium": 0.6, "order_key.pvt": 0.2}),
+        _two_step_params(space, feature_weight=3.0, response=False, decay="step", **{"frac.0": 0.9}),
+    ]
+    assert {decode_params(p, space).key for p in same} == {choice.key}
+    assert decode_params(_two_step_params(space, pseudo_gt_fraction=0.5), space).key != choice.key
+    assert decode_params(_two_step_params(space, n_stages=3), space).pseudo_steps.teachers == (  # type: ignore[union-attr]
+        "medium",
+        "pvt",
+        "small",
+    )
+    # the "add" form and pseudo off are what they were (their keys do not change)
+    add = decode_params(_two_step_params(space, pseudo_form="add"), space)
+    assert add.pseudo_steps is None and add.teachers == ("medium", "pvt") and add.pseudo
+    off = decode_params(_two_step_params(space, pseudo=False), space)
+    assert off.pseudo_steps is None and "pseudo_steps" not in off.content()
+    assert choice_from_dict(choice.as_dict()) == choice
+
+
+def test_two_step_curricula_round_trip_through_enqueue(space: SearchSpace) -> None:
+    from curriculum_search.search.encoding import choice_from_settings, encode_curriculum, suggest_curriculum
+
+    choice = choice_from_settings(
+        space,
+        {"teachers": ["small", "pvt"], "pseudo": True, "pseudo_form": "two_step", "pseudo_gt_fraction": 0.3},
+    )
+    assert choice.pseudo_steps is not None and choice.pseudo_steps.teachers == ("pvt", "small")
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(encode_curriculum(choice, space))
+    keys: list[str] = []
+    study.optimize(lambda t: keys.append(suggest_curriculum(t, space).key) or 0.0, n_trials=1)
+    assert keys == [choice.key]
+
+
+def test_two_step_needs_pseudo_labels_on(tmp_path: Path) -> None:
+    from curriculum_search.errors import ConfigError
+
+    data = yaml.safe_load((REPO / "space" / "tiny.yaml").read_text())
+    data["search"] = {**data["search"], "pseudo": [False], "pseudo_form": ["two_step"]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"search\.pseudo_form: two_step needs pseudo-label KD on"):
+        load_space(path)
+
+
+def test_a_decoded_two_step_curriculum_trains(tmp_path: Path, teacher_ckpt: Path) -> None:  # noqa: F811
+    from curriculum_search.curriculum.trainer import run_recipe
+    from curriculum_search.search.encoding import CurriculumChoice, PseudoSteps
+    from tests.test_trainer import _options, _recipe
+
+    choice = CurriculumChoice(
+        stages=(),
+        total_iterations=6,
+        pseudo=True,
+        pseudo_steps=PseudoSteps(("a", "b"), 4, 2, 0.5),
+    )
+    res = run_recipe(_recipe(teacher_ckpt, choice.to_stages()), _options(tmp_path, "two_step"))
+    assert res.metrics.num_images > 0
+
+
+def test_the_dashboard_shows_the_two_steps(space: SearchSpace) -> None:
+    from curriculum_search.dashboard.data import _stages_of
+    from curriculum_search.search.encoding import decode_params
+
+    choice = decode_params(_two_step_params(space), space)
+    assert _stages_of(choice.as_dict(), choice.boundaries()) == [
+        ("pseudo labels of medium+pvt", 0, 210),
+        ("fine-tune", 210, 300),
+    ]

@@ -767,6 +767,11 @@ def _stages_of(curriculum: Mapping[str, Any], boundaries: Any) -> list[tuple[str
     Uses ``stage_boundaries`` (start of each stage + total) when it matches the stage count,
     otherwise the cumulative stage iterations.
     """
+    ps = curriculum.get("pseudo_steps")
+    if isinstance(ps, Mapping):  # two-step pseudo-label KD: the fused stage, then the fine-tune
+        a, b = int(ps.get("pseudo_iterations", 0)), int(ps.get("finetune_iterations", 0))
+        fused = "+".join(str(t) for t in ps.get("teachers", []))
+        return [(f"pseudo labels of {fused}", 0, a), ("fine-tune", a, a + b)]
     stages = curriculum.get("stages") or []
     if not isinstance(stages, list):
         return []

@@ -237,13 +237,7 @@ def _prepare_trial(
 
 
 def _boundaries(choice: CurriculumChoice) -> list[int]:
-    out, acc = [0], 0
-    for s in choice.stages:
-        acc += s.iterations
-        out.append(acc)
-    if len(out) == 1:
-        out.append(choice.total_iterations)
-    return out
+    return choice.boundaries()
 
 
 def _student_gflops(space: SearchSpace, study: optuna.Study) -> float:

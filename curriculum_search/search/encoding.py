@@ -17,11 +17,16 @@ suggests exactly the same parameters with the same distributions (:func:`param_d
   ``feature_weight`` exists only if some feature loss can be on, the response ones only if
   response KD can be on.
 * ``decay`` (categorical) and ``decay_floor`` (linear float; only if a non-constant decay exists).
+* ``pseudo_form`` (categorical; only if ``search.pseudo_form`` has both forms) and
+  ``pseudo_gt_fraction`` (linear float): only if the two-step pseudo-label form can be on.
 
 Decoding (:func:`decode_params`) ignores parameters the curriculum does not use (weights of a
 method that is off, keys of unused teachers, fractions past ``n_stages``, the floor of a constant
 decay) and rounds floats to 4 significant digits, so :attr:`CurriculumChoice.key` identifies what
 actually trains: two trials with the same key run the same proxy and the result can be reused.
+With pseudo labels on in the ``two_step`` form the curriculum is the paper's: one stage on the
+fused pseudo labels of the decoded teachers (a set: their order, fractions, the other KD terms and
+the decay drop out), then a ground-truth fine-tune (:class:`PseudoSteps`).
 A curriculum with no KD term at all (feature ``none``, no response, no pseudo labels) is the
 student alone: it decodes to :meth:`CurriculumChoice.student_only` at its ``lr`` (teachers, order
 and fractions drop out), so it is described, costed and de-duplicated as the student-only run.
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -66,6 +71,8 @@ _CHOICE_KEYS = {
     "box_weight",
     "temperature",
     "pseudo",
+    "pseudo_form",
+    "pseudo_gt_fraction",
     "decay",
     "decay_floor",
     "lr",
@@ -88,6 +95,10 @@ def param_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     out["feature_loss"] = CategoricalDistribution(list(dims.feature_losses))
     out["response"] = CategoricalDistribution(list(dims.response))
     out["pseudo"] = CategoricalDistribution(list(dims.pseudo))
+    if dims.has_two_step:
+        if len(dims.pseudo_form) > 1:
+            out["pseudo_form"] = CategoricalDistribution(list(dims.pseudo_form))
+        out["pseudo_gt_fraction"] = FloatDistribution(*dims.pseudo_gt_fraction)
     if dims.has_feature:
         out["feature_weight"] = FloatDistribution(*dims.feature_weight, log=True)
     if dims.has_response:
@@ -241,6 +252,35 @@ class StageChoice:
 
 
 @dataclass(frozen=True)
+class PseudoSteps:
+    """Pseudo-label KD as the paper does it, in two stages.
+
+    Step A: ``pseudo_iterations`` on the fused (weighted box fusion) pseudo labels of all
+    ``teachers`` only — the labeled images' ground truth is replaced, unlabeled images of the
+    space join; step B: ``finetune_iterations`` of supervised fine-tuning on ``gt_fraction`` of the
+    labeled images. ``teachers`` is a set, kept sorted.
+    """
+
+    teachers: tuple[str, ...]
+    pseudo_iterations: int
+    finetune_iterations: int
+    gt_fraction: float
+
+    def __post_init__(self) -> None:
+        if not self.teachers or len(set(self.teachers)) != len(self.teachers):
+            raise ValueError(f"pseudo-label teachers must be distinct and >= 1, got {list(self.teachers)}")
+        if self.pseudo_iterations < 1 or self.finetune_iterations < 1:
+            raise ValueError(
+                f"both steps need >= 1 iteration, got {self.pseudo_iterations} and {self.finetune_iterations}"
+            )
+        if not 0 < self.gt_fraction <= 1:
+            raise ValueError(f"gt_fraction must be in (0, 1], got {self.gt_fraction}")
+
+    def as_list(self) -> list[Any]:
+        return [list(self.teachers), self.pseudo_iterations, self.finetune_iterations, self.gt_fraction]
+
+
+@dataclass(frozen=True)
 class CurriculumChoice:
     """A decoded curriculum: ordered stages plus per-method settings shared by all stages.
 
@@ -256,6 +296,8 @@ class CurriculumChoice:
         pseudo: pseudo-label KD on.
         decay / decay_floor: distillation decay schedule over each stage.
         lr: learning rate of every stage.
+        pseudo_steps: the paper's two-step pseudo-label KD (then ``stages`` is empty, ``pseudo``
+            True, no feature/response KD, constant decay).
     """
 
     stages: tuple[StageChoice, ...]
@@ -271,8 +313,18 @@ class CurriculumChoice:
     decay: str = "constant"
     decay_floor: float = 0.0
     lr: float = 2e-3
+    pseudo_steps: PseudoSteps | None = None
 
     def __post_init__(self) -> None:
+        ps = self.pseudo_steps
+        if ps is not None:
+            if self.stages or not self.pseudo:
+                raise ValueError("a two-step pseudo-label curriculum has no teacher stages and pseudo on")
+            if ps.pseudo_iterations + ps.finetune_iterations != self.total_iterations:
+                raise ValueError(
+                    f"pseudo-label steps sum to {ps.pseudo_iterations + ps.finetune_iterations}, "
+                    f"not {self.total_iterations}"
+                )
         if self.stages and sum(s.iterations for s in self.stages) != self.total_iterations:
             raise ValueError(
                 f"stage iterations sum to {sum(s.iterations for s in self.stages)}, not {self.total_iterations}"
@@ -287,19 +339,38 @@ class CurriculumChoice:
 
     @property
     def is_student_only(self) -> bool:
-        return not self.stages
+        return not self.stages and self.pseudo_steps is None
 
     @property
     def teachers(self) -> tuple[str, ...]:
+        if self.pseudo_steps is not None:
+            return self.pseudo_steps.teachers
         return tuple(s.teacher for s in self.stages)
 
     @property
     def fractions(self) -> tuple[float, ...]:
-        """Share of the budget of each stage (``iterations / total_iterations``)."""
-        return tuple(s.iterations / self.total_iterations for s in self.stages)
+        """Share of the budget of each stage (``iterations / total_iterations``; two-step
+        pseudo-label KD: its two steps)."""
+        return tuple(it / self.total_iterations for it in self._stage_iterations())
+
+    def _stage_iterations(self) -> tuple[int, ...]:
+        ps = self.pseudo_steps
+        if ps is not None:
+            return (ps.pseudo_iterations, ps.finetune_iterations)
+        return tuple(s.iterations for s in self.stages)
+
+    def boundaries(self) -> list[int]:
+        """Start of each trained stage plus the total, in global iterations (student only:
+        ``[0, total]``)."""
+        out = [0]
+        for it in self._stage_iterations() or (self.total_iterations,):
+            out.append(out[-1] + it)
+        return out
 
     @property
     def distills(self) -> bool:
+        if self.pseudo_steps is not None:
+            return True
         return bool(self.stages) and (self.feature_loss is not None or self.response or self.pseudo)
 
     def content(self) -> dict[str, Any]:
@@ -312,6 +383,8 @@ class CurriculumChoice:
             "pseudo": self.pseudo,
             "decay": [self.decay, self.decay_floor],
             "lr": self.lr,
+            # only when set: the keys of every other curriculum stay what they were
+            **({"pseudo_steps": self.pseudo_steps.as_list()} if self.pseudo_steps is not None else {}),
         }
 
     @property
@@ -335,14 +408,15 @@ class CurriculumChoice:
             "decay": self.decay,
             "decay_floor": self.decay_floor,
             "lr": self.lr,
+            **({"pseudo_steps": asdict(self.pseudo_steps)} if self.pseudo_steps is not None else {}),
             "key": self.key,
         }
 
     def iterations_for(self, total_iterations: int) -> tuple[int, ...]:
         """Stage iterations for another budget: the same fractions, re-split exactly."""
         if total_iterations == self.total_iterations:
-            return tuple(s.iterations for s in self.stages)
-        n = len(self.stages)
+            return self._stage_iterations()
+        n = len(self._stage_iterations())
         lo = min_stage_iterations(total_iterations, self.min_stage_fraction, n)
         return split_iterations(self.fractions, total_iterations, lo)
 
@@ -356,6 +430,19 @@ class CurriculumChoice:
         total = self.total_iterations if total_iterations is None else total_iterations
         if self.is_student_only:
             return (Stage(teachers=(), iterations=total, lr=self.lr, name="student"),)
+        if self.pseudo_steps is not None:
+            a, b = self.iterations_for(total)
+            return (
+                Stage(
+                    teachers=self.pseudo_steps.teachers,
+                    iterations=a,
+                    pseudo=PseudoLabelKD(mode="pseudo", fuse="wbf", use_unlabeled=True),
+                    decay=Decay(kind="constant", floor=0.0),
+                    lr=self.lr,
+                    name="pseudo labels",
+                ),
+                Stage(iterations=b, gt_fraction=self.pseudo_steps.gt_fraction, lr=self.lr, name="fine-tune"),
+            )
         feature = (
             None
             if self.feature_loss is None
@@ -391,6 +478,12 @@ class CurriculumChoice:
         """One line, e.g. ``mid(40%) → big(60%) | mgd×1.2 resp(cls×1 box×1 T2) gate | cosine→0.1 | lr 2e-3``."""
         if self.is_student_only:
             return f"student only | lr {_fmt_lr(self.lr)}"
+        if self.pseudo_steps is not None:
+            ps, (fa, fb) = self.pseudo_steps, self.fractions
+            return (
+                f"pseudo labels of {'+'.join(ps.teachers)}({round(100 * fa)}%) → "
+                f"fine-tune on {_fmt(100 * ps.gt_fraction)}% of labels({round(100 * fb)}%) | lr {_fmt_lr(self.lr)}"
+            )
         order = " → ".join(f"{s.teacher}({round(100 * f)}%)" for s, f in zip(self.stages, self.fractions))
         methods = []
         if self.feature_loss is not None:
@@ -410,7 +503,15 @@ def choice_from_dict(data: Mapping[str, Any]) -> CurriculumChoice:
     fields = dict(data)
     key = fields.pop("key", None)
     stages = tuple(StageChoice(str(s["teacher"]), int(s["iterations"])) for s in fields.pop("stages"))
-    choice = CurriculumChoice(stages=stages, **fields)
+    ps = fields.pop("pseudo_steps", None)
+    if ps is not None:
+        ps = PseudoSteps(
+            teachers=tuple(str(t) for t in ps["teachers"]),
+            pseudo_iterations=int(ps["pseudo_iterations"]),
+            finetune_iterations=int(ps["finetune_iterations"]),
+            gt_fraction=float(ps["gt_fraction"]),
+        )
+    choice = CurriculumChoice(stages=stages, pseudo_steps=ps, **fields)
     if key is not None and key != choice.key:
         raise ValueError(f"curriculum key mismatch: stored {key}, recomputed {choice.key}")
     return choice
@@ -508,6 +609,8 @@ def default_settings(space: SearchSpace) -> dict[str, Any]:
         "box_weight": clamp(1.0, dims.box_weight),
         "temperature": clamp(2.0, dims.temperature),
         "pseudo": False not in dims.pseudo,
+        "pseudo_form": "add" if "add" in dims.pseudo_form else dims.pseudo_form[0],
+        "pseudo_gt_fraction": clamp(1.0, dims.pseudo_gt_fraction),
         "decay": "linear" if "linear" in dims.decay else dims.decay[0],
         "decay_floor": clamp(0.1, dims.decay_floor),
         "lr": _sig(math.sqrt(dims.lr[0] * dims.lr[1])),
@@ -579,8 +682,29 @@ def choice_from_settings(
     use_feature = feature != NO_FEATURE
     use_response = bool(s["response"])
     decay = str(s["decay"])
+    _check_choice("pseudo_form", s["pseudo_form"], dims.pseudo_form)
+    lo, hi = dims.pseudo_gt_fraction
+    if not lo * (1 - 1e-9) <= float(s["pseudo_gt_fraction"]) <= hi * (1 + 1e-9):
+        raise ValueError(
+            f"pseudo_gt_fraction {s['pseudo_gt_fraction']} is outside search.pseudo_gt_fraction [{lo}, {hi}]"
+        )
     if canonical and not (use_feature or use_response or bool(s["pseudo"])):
         return CurriculumChoice.student_only(total, _sig_in(s["lr"], *dims.lr))
+    if canonical and bool(s["pseudo"]) and s["pseudo_form"] == "two_step":
+        a, b = split_iterations([1.0 - dims.pseudo_finetune_share, dims.pseudo_finetune_share], total)
+        return CurriculumChoice(
+            stages=(),
+            total_iterations=total,
+            min_stage_fraction=dims.min_stage_fraction,
+            pseudo=True,
+            lr=_sig_in(s["lr"], *dims.lr),
+            pseudo_steps=PseudoSteps(
+                teachers=tuple(sorted(teachers)),
+                pseudo_iterations=a,
+                finetune_iterations=b,
+                gt_fraction=_sig_in(s["pseudo_gt_fraction"], *dims.pseudo_gt_fraction),
+            ),
+        )
     return CurriculumChoice(
         stages=tuple(StageChoice(t, it) for t, it in zip(teachers, its)),
         total_iterations=total,
@@ -647,6 +771,9 @@ def encode_curriculum(
     params["feature_loss"] = raw.feature_loss or NO_FEATURE
     params["response"] = raw.response
     params["pseudo"] = raw.pseudo
+    ps = choice.pseudo_steps
+    params["pseudo_form"] = "two_step" if ps is not None else defaults["pseudo_form"]
+    params["pseudo_gt_fraction"] = ps.gt_fraction if ps is not None else defaults["pseudo_gt_fraction"]
     params["decay"] = raw.decay
     params["lr"] = raw.lr
     for k in ("feature_weight", "cls_weight", "box_weight", "temperature"):
@@ -684,6 +811,14 @@ def _settings_of(choice: CurriculumChoice, space: SearchSpace) -> dict[str, Any]
             "feature_loss": NO_FEATURE,
             "response": False,
             "pseudo": False,
+            "lr": choice.lr,
+        }
+    if choice.pseudo_steps is not None:
+        return {
+            "teachers": list(choice.pseudo_steps.teachers),
+            "pseudo": True,
+            "pseudo_form": "two_step",
+            "pseudo_gt_fraction": choice.pseudo_steps.gt_fraction,
             "lr": choice.lr,
         }
     settings: dict[str, Any] = {
@@ -802,6 +937,10 @@ def proxy_cost(
     total = choice.total_iterations if total_iterations is None else total_iterations
     if choice.is_student_only:
         return float(total * student_gflops)
+    if choice.pseudo_steps is not None:  # step A runs every teacher at every iteration
+        a, b = choice.iterations_for(total)
+        fused = sum(teacher_gflops[t] for t in choice.pseudo_steps.teachers)
+        return float(a * (fused + student_gflops) + b * student_gflops)
     its = choice.iterations_for(total)
     return float(sum(it * (teacher_gflops[s.teacher] + student_gflops) for s, it in zip(choice.stages, its)))
 
@@ -809,6 +948,7 @@ def proxy_cost(
 __all__ = [
     "SIG_DIGITS",
     "CurriculumChoice",
+    "PseudoSteps",
     "StageChoice",
     "build_recipe",
     "choice_from_dict",

@@ -53,6 +53,8 @@ FALLBACK_FEATURE_LOSSES = ("cwd", "fgd", "mgd", "mse", "pkd", "tadf_feature")
 FALLBACK_DECAYS = ("constant", "cosine", "linear", "step")
 #: Name of the "no feature distillation" choice in ``search.feature_losses``.
 NO_FEATURE = "none"
+#: Forms of pseudo-label KD in ``search.pseudo_form``.
+PSEUDO_FORMS = ("add", "two_step")
 
 SAMPLERS = ("tpe", "gp", "random", "grid", "cmaes")
 PRUNERS = ("median", "hyperband", "patient", "none")
@@ -312,6 +314,13 @@ class SearchDims:
         feature_losses: feature KD losses to choose from (registered names, ``none`` = off).
         response: whether TADF response KD (class KL + box, gated) is on; ``[true, false]`` searches it.
         pseudo: whether pseudo-label KD is on (``[false]`` = never).
+        pseudo_form: how pseudo-label KD runs when on: ``add`` (each teacher stage trains on the
+            ground truth plus that teacher's pseudo boxes) and/or ``two_step`` (the paper's form:
+            one stage on the fused pseudo labels only of the curriculum's teachers — WBF when
+            several, the space's unlabeled images included — then a ground-truth fine-tune).
+        pseudo_gt_fraction: linear range of the fraction of labeled images the two-step form's
+            fine-tune uses (the paper: 20% of the labels can match full supervision).
+        pseudo_finetune_share: share of the budget the two-step form's fine-tune gets.
         feature_weight / cls_weight / box_weight: log-scale multipliers of each loss' paper default.
         temperature: log-scale range of the class-KD temperature.
         decay: distillation decay schedules to choose from.
@@ -325,6 +334,9 @@ class SearchDims:
     feature_losses: tuple[str, ...] = ("mgd", "cwd", "mse", NO_FEATURE)
     response: tuple[bool, ...] = (True, False)
     pseudo: tuple[bool, ...] = (False,)
+    pseudo_form: tuple[str, ...] = ("add",)
+    pseudo_gt_fraction: tuple[float, float] = (0.2, 1.0)
+    pseudo_finetune_share: float = 0.3
     feature_weight: tuple[float, float] = (0.25, 4.0)
     cls_weight: tuple[float, float] = (0.1, 4.0)
     box_weight: tuple[float, float] = (0.1, 4.0)
@@ -353,6 +365,24 @@ class SearchDims:
             )
         _check_choices("response", self.response)
         _check_choices("pseudo", self.pseudo)
+        _check_choices("pseudo_form", self.pseudo_form)
+        for i, form in enumerate(self.pseudo_form):
+            check(
+                form in PSEUDO_FORMS,
+                f"pseudo_form[{i}]",
+                f"unknown form {form!r} (known: {', '.join(PSEUDO_FORMS)})",
+            )
+        check(
+            "two_step" not in self.pseudo_form or True in self.pseudo,
+            "pseudo_form",
+            "two_step needs pseudo-label KD on (true in search.pseudo)",
+        )
+        _check_range("pseudo_gt_fraction", self.pseudo_gt_fraction, upper=1.0)
+        check(
+            0 < self.pseudo_finetune_share < 1,
+            "pseudo_finetune_share",
+            f"must be in (0, 1), got {self.pseudo_finetune_share}",
+        )
         _check_choices("decay", self.decay)
         decays = known_decays()
         for i, name in enumerate(self.decay):
@@ -375,6 +405,11 @@ class SearchDims:
     def has_response(self) -> bool:
         """Some curricula use response KD (so its weights and temperature are searched)."""
         return True in self.response
+
+    @property
+    def has_two_step(self) -> bool:
+        """Some curricula use the paper's two-step pseudo-label KD (so its fraction is searched)."""
+        return True in self.pseudo and "two_step" in self.pseudo_form
 
     @property
     def has_floor(self) -> bool:
@@ -836,6 +871,7 @@ __all__ = [
     "FALLBACK_FEATURE_LOSSES",
     "NO_FEATURE",
     "PRUNERS",
+    "PSEUDO_FORMS",
     "SAMPLERS",
     "Constraints",
     "FullConfig",
