@@ -35,12 +35,13 @@ def space() -> SearchSpace:
 
 
 def test_a_no_kd_trial_reuses_the_student_only_result(space: SearchSpace, tmp_path: Path) -> None:
-    from curriculum_search.search import service
+    from curriculum_search.search import coordinator as service
+    from curriculum_search.search.options import SearchOptions
 
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("teacher_info", [{"name": t, "gflops": 5.0} for t in space.search_teachers])
     study.set_user_attr("student_gflops", 1.0)
-    opts = service.SearchOptions(studies_root=tmp_path, progress=False)
+    opts = SearchOptions(studies_root=tmp_path, progress=False)
     # the student-only baseline ran first
     study.enqueue_trial(
         encode_curriculum({"teachers": ["small"]}, space), user_attrs={"baseline": STUDENT_ONLY}
