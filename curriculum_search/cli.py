@@ -28,6 +28,8 @@ _FOLDER_ERRNOS = {
 EPILOG = """\
 typical use:
   python -m curriculum_search run                          # embedded default: synthetic data, own teacher zoo
+  python -m curriculum_search init --train-images D --train-ann F --val-images D --val-ann F -o space/my.yaml
+  python -m curriculum_search predict --weights studies/my/full/student.pt photos/ -o out/ --draw
   python -m curriculum_search run --space space/my.yaml --trials 50 --workers 2
   python -m curriculum_search studies                      # list studies and their best AP
   python -m curriculum_search export --study default -o best.yaml
@@ -286,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--storage", default=None, help="also show the studies of this storage URL")
     _common(p)
+
+    from curriculum_search.cli_data import add_data_parsers  # init, predict (issue 14)
+
+    add_data_parsers(sub)
     return parser
 
 
@@ -304,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
-    from curriculum_search.commands import HANDLERS as handlers
+    from curriculum_search.cli_data import DATA_HANDLERS  # init, predict (issue 14)
+    from curriculum_search.commands import HANDLERS
+
+    handlers = {**HANDLERS, **DATA_HANDLERS}
 
     key = args.command if args.command != "zoo" else f"zoo_{args.zoo_command}"
     try:

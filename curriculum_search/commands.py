@@ -32,6 +32,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from curriculum_search.curriculum.trainer import RunOptions, run_recipe
 
     recipe = load_recipe(args.recipe)
+    from curriculum_search.models.pretrained import ensure_pretrained, recipe_specs
+
+    ensure_pretrained(recipe_specs(recipe), args.recipe)  # offline: one line before any training
     out = args.out or (args.studies_dir / "runs" / recipe.name)
     if args.restart and (out / "checkpoints" / "last.pt").exists():
         (out / "checkpoints" / "last.pt").unlink()
@@ -114,7 +117,10 @@ def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no
 
 
 def _build_zoo(space, args: argparse.Namespace, *, reference: bool = True) -> None:  # type: ignore[no-untyped-def]
+    from curriculum_search.models.pretrained import ensure_pretrained, space_specs
     from curriculum_search.zoo import build_zoo, format_pool
+
+    ensure_pretrained(space_specs(space), args.space)  # offline: one line before any training
 
     infos = build_zoo(
         space,
@@ -186,6 +192,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     spec = storage_spec(args.studies_dir, args.study, args.storage)
     space = space_of(load_study_readonly(spec, args.study))
+    from curriculum_search.models.pretrained import ensure_pretrained, space_specs
+
+    ensure_pretrained(space_specs(space), f"study {args.study}")
     opts: SearchOptions = _opts(args, None)
     opts.name = args.study
     open_study(space, opts, spec, create=False)

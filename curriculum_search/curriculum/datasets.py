@@ -74,9 +74,13 @@ def build_datasets(
         val_ds = Subset(full, [i for i, image_id in enumerate(full.ids) if image_id in ids])
     elif cfg.eval_split == "test":
         assert test_images is not None and test_ann is not None
-        val_ds = CocoDetection(test_images, test_ann, val_tf, class_names=names, include_unlabeled=False)
-    else:
-        val_ds = CocoDetection(val_images, val_ann, val_tf, class_names=names, include_unlabeled=False)
+        val_ds = CocoDetection(
+            test_images, test_ann, val_tf, class_names=names, include_unlabeled=False, empty_as_negative=True
+        )
+    else:  # an evaluation image without annotations is a negative: detections there are FPs
+        val_ds = CocoDetection(
+            val_images, val_ann, val_tf, class_names=names, include_unlabeled=False, empty_as_negative=True
+        )
     if cfg.train_subset is not None:
         train_ds = subset(train_ds, cfg.train_subset, cfg.subset_seed)
     if cfg.val_subset is not None:

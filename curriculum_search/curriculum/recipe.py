@@ -225,7 +225,11 @@ class Stage:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings shared by all stages (a stage may override lr / warm-up)."""
+    """Optimisation settings shared by all stages (a stage may override lr / warm-up).
+
+    ``num_workers``: data-loading worker processes per training process; null (default) = one less
+    than the available CPUs (at most 8) for ``data.kind: coco``, 0 for the synthetic data.
+    """
 
     batch_size: int = 8
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -240,7 +244,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_images: int | None = None
     checkpoint_every: int = 200
-    num_workers: int = 0
+    num_workers: int | None = None
     threads: int | None = None
     device: str = "auto"
 
@@ -251,6 +255,11 @@ class TrainConfig:
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 = only at the end)")
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        check(
+            self.num_workers is None or self.num_workers >= 0,
+            "num_workers",
+            "must be >= 0 (0 = load in the training process, null = automatic)",
+        )
 
 
 @dataclass(frozen=True)

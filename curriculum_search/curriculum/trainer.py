@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from curriculum_search.curriculum.datasets import Datasets, build_datasets, stage_dataset
 from curriculum_search.curriculum.recipe import Recipe, TeacherRef, recipe_to_dict, resolve_path
 from curriculum_search.data import infinite_batches, make_loader
+from curriculum_search.data.loader import default_num_workers
 from curriculum_search.distill.cache import (
     CacheConfig,
     TeacherCache,
@@ -100,6 +101,9 @@ class RunOptions:
     threads: int | None = None
     keep_stage_checkpoints: bool = True
     progress_file: Path | None = None
+    #: The final evaluation also writes the student's detections there (COCO-results JSON,
+    #: see :func:`~curriculum_search.engine.evaluate.write_detections`).
+    detections_file: Path | None = None
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -328,8 +332,9 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                 cfg.batch_size,
                 shuffle=True,
                 seed=recipe.seed * 1009 + k * 7919 + dist.rank,
-                num_workers=cfg.num_workers,
+                num_workers=loader_workers(recipe),
                 drop_last=len(ds) > cfg.batch_size,  # type: ignore[arg-type]
+                pin_memory=device.type == "cuda",
             )
             batches: Iterator[Any] = infinite_batches(loader, start_step=start)
             student.train()
@@ -423,7 +428,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                     dist.barrier()
             forwards += sum(r.forward_calls for r in runners.values())
             state = None
-        res = _evaluate(student, data, cfg, device, dist)
+        res = _evaluate(student, data, cfg, device, dist, options.detections_file if dist.main else None)
         history.append(
             {
                 "iteration": total,
@@ -454,13 +459,36 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
             "history": history,
         }
         save_detector(
-            student_path, student, metrics=res.as_dict(), meta={"recipe": recipe.name, "recipe_hash": rhash}
+            student_path,
+            student,
+            metrics=res.as_dict(),
+            meta={"recipe": recipe.name, "recipe_hash": rhash, **inference_meta(data)},
         )
         atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
     return RunResult(res, history, student_path, metrics_path, wall, forwards, resumed_from)
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def inference_meta(data: Datasets) -> dict[str, Any]:
+    """What ``predict`` needs besides the spec: the dataset's category ids and the input transform."""
+    base = data.train_base
+    tf = base.transform
+    return {
+        "class_names": list(base.class_names),
+        "category_ids": [int(base.label_to_cat_id[k + 1]) for k in range(base.num_classes)],
+        "image_size": int(tf.image_size),
+        "mean": [float(v) for v in tf.mean],
+        "std": [float(v) for v in tf.std],
+    }
+
+
+def loader_workers(recipe: Recipe) -> int:
+    """``train.num_workers``, or when null: :func:`default_num_workers` for COCO data, 0 for synthetic."""
+    if recipe.train.num_workers is not None:
+        return recipe.train.num_workers
+    return default_num_workers() if recipe.data.kind == "coco" else 0
+
+
 def _amp(device: torch.device, enabled: bool) -> tuple[Callable[[], Any], torch.amp.GradScaler | None]:
     if not (enabled and device.type == "cuda"):
         return contextlib.nullcontext, None
@@ -512,9 +540,21 @@ def _runners(
     return runners
 
 
-def _evaluate(student: Detector, data: Datasets, cfg: Any, device: torch.device, dist: _Dist) -> EvalResult:
+def _evaluate(
+    student: Detector,
+    data: Datasets,
+    cfg: Any,
+    device: torch.device,
+    dist: _Dist,
+    results_file: Path | None = None,
+) -> EvalResult:
     res = evaluate(
-        student, data.val, batch_size=max(cfg.batch_size, 8), device=str(device), max_images=cfg.eval_images
+        student,
+        data.val,
+        batch_size=max(cfg.batch_size, 8),
+        device=str(device),
+        max_images=cfg.eval_images,
+        results_file=results_file,
     )
     if not all(math.isfinite(v) for v in (res.ap, res.ap50)):
         raise TrialFailure("evaluation produced a non-finite AP")

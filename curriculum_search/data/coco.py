@@ -8,7 +8,15 @@ in a single warning. Crowd annotations never become targets.
 
 An image with no annotation at all in the JSON is *unlabeled* (``labeled=False``, empty boxes), as
 is every image of ``unlabeled_dir`` (negative image ids ``-1, -2, ...`` in sorted file-name order).
-Such images may only be trained on with pseudo labels.
+Such images may only be trained on with pseudo labels. An evaluation set passes
+``empty_as_negative=True`` instead: there an image without annotations is a labeled image with no
+object (as in COCO's own evaluation, detections on it are false positives).
+
+Pixels: any PIL mode is accepted (grayscale, RGBA, palette, 16-bit): alpha is dropped, 16-bit and
+float images are scaled to 8 bits by their maximum value. JPEGs much larger than the model input are
+decoded at a reduced DCT scale (``Image.draft``), which is several times faster for photos; boxes
+still refer to the original pixels. A file that cannot be read stops with a one-line error naming
+the file and the image id.
 
 Item ``i`` is ``(image (3, S, S), target)`` with the target keys of ``docs/ARCHITECTURE.md``. The
 augmentation variant of ``dataset[i]`` is drawn from ``numpy.random.default_rng([seed, epoch, i])``,
@@ -67,6 +75,8 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
             to the JSON categories sorted by id. Annotations of other categories are ignored.
         include_unlabeled: Keep items without annotations (``labeled=False``). When False, images of
             the JSON without annotations are skipped and ``unlabeled_dir`` must be ``None``.
+        empty_as_negative: Images of the JSON without annotations are labeled images with no
+            object (an evaluation set), not unlabeled ones.
         unlabeled_dir: Optional folder whose image files are added as unlabeled items.
         seed: Seed of the per-item variant draws.
 
@@ -88,6 +98,7 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         include_unlabeled: bool = True,
         unlabeled_dir: str | Path | None = None,
         seed: int = 0,
+        empty_as_negative: bool = False,
     ) -> None:
         if unlabeled_dir is not None and not include_unlabeled:
             raise ValueError("unlabeled_dir was given but include_unlabeled is False")
@@ -108,7 +119,8 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         if cleaned.dropped_ids or cleaned.clipped:
             warnings.warn(_drop_summary(self.ann_file, cleaned.dropped_ids, cleaned.clipped), stacklevel=2)
 
-        records = self._records(images, sizes, cleaned.kept, cleaned.annotated, include_unlabeled)
+        annotated = {img["id"] for img in images} if empty_as_negative else cleaned.annotated
+        records = self._records(images, sizes, cleaned.kept, annotated, include_unlabeled)
         if unlabeled_dir is not None:
             for k, img in enumerate(images):
                 if img["id"] < 0:
@@ -180,9 +192,11 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         """Item ``index`` in augmentation ``variant`` (0 = none, 1 = mirrored when ``hflip``)."""
         index = self._normalise(index)
         rec = self._records_list[index]
-        image = self._load(rec)
+        image, (width, height) = self._load(rec)
         jitter_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-        tensor, boxes, scale = self.transform.apply(image, rec.boxes, variant, jitter_rng)
+        tensor, boxes, scale = self.transform.apply(
+            image, rec.boxes, variant, jitter_rng, orig_size=(width, height)
+        )
         target: dict[str, Any] = {
             "boxes": boxes,
             "labels": torch.as_tensor(rec.labels, dtype=torch.int64),
@@ -190,7 +204,7 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
             "index": index,
             "variant": int(variant),
             "scale": float(scale),
-            "orig_size": (image.height, image.width),
+            "orig_size": (height, width),
             "labeled": rec.labeled,
         }
         return tensor, target
@@ -205,19 +219,23 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
             raise IndexError(f"index {index} out of range for a dataset of {n} items")
         return index
 
-    def _load(self, rec: _Record) -> Image.Image:
+    def _load(self, rec: _Record) -> tuple[Image.Image, tuple[int, int]]:
+        """The decoded RGB pixels (possibly at a reduced JPEG scale) and the original ``(w, h)``."""
         try:
             with Image.open(rec.path) as im:
-                image = im.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise DataError(rec.path, None, f"cannot read image ({type(exc).__name__}: {exc})") from None
-        if rec.width is not None and (image.width, image.height) != (rec.width, rec.height):
+                size = im.size
+                if rec.width is not None and size != (rec.width, rec.height):
+                    raise DataError(
+                        self.ann_file,
+                        f"image id {rec.image_id}",
+                        f"{rec.path.name} is {size[0]}x{size[1]} px but the JSON says {rec.width}x{rec.height}",
+                    )
+                image = to_rgb(im, self.transform.image_size)
+        except (OSError, ValueError, SyntaxError) as exc:
             raise DataError(
-                self.ann_file,
-                f"image id {rec.image_id}",
-                f"{rec.path.name} is {image.width}x{image.height} px but the JSON says {rec.width}x{rec.height}",
-            )
-        return image
+                rec.path, f"image id {rec.image_id}", f"cannot read image ({type(exc).__name__}: {exc})"
+            ) from None
+        return image, size
 
     def _records(
         self,
@@ -379,6 +397,22 @@ def _resolve_classes(
                 f"class {name!r} not found (available: {', '.join(sorted(by_name)) or 'none'})",
             )
     return names, {by_name[name]: k + 1 for k, name in enumerate(names)}
+
+
+def to_rgb(im: Image.Image, target_side: int | None = None) -> Image.Image:
+    """Decode ``im`` as 8-bit RGB whatever its mode; with ``target_side`` a JPEG at least twice as
+    large as needed is decoded at a reduced DCT scale (never below ``target_side``)."""
+    if target_side is not None and im.format == "JPEG" and max(im.size) >= 2 * target_side:
+        scale = target_side / max(im.size)
+        im.draft("RGB", (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        peak = float(arr.max()) if arr.size else 0.0
+        arr = arr * (255.0 / peak) if peak > 255.0 else arr
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return im.convert("RGB")
 
 
 def _image_sizes(images: list[dict[str, Any]], images_dir: Path, path: Path) -> dict[int, tuple[int, int]]:

@@ -17,12 +17,19 @@ How determinism and resumption work (the trainer relies on this):
   stream continues across stages.
 * Evaluation and cache filling iterate ``make_loader(FixedVariant(ds, v), ..., shuffle=False)`` once
   (plain ``for batch in loader``), which never depends on the epoch.
-* Workers are never persistent (the dataset epoch is copied into workers when an epoch's iterator is
-  created), and the dataset must not draw from global RNGs.
+* Worker processes are persistent (started once per loader, kept across epochs). The sampler
+  yields ``(epoch, index)`` pairs and :class:`EpochItems` sets that epoch on its (worker-local)
+  dataset before fetching the item, so every item is the same whether it is loaded in the main
+  process or in any worker, however many there are. The dataset must not draw from global RNGs.
+* :func:`default_num_workers` picks the worker count (``train.num_workers: null``): one less than
+  the CPUs this process may use, at most 8; ``pin_memory`` is on when the batches go to CUDA.
+* A :class:`~curriculum_search.errors.UserError` raised in a worker (a broken image) reaches the
+  main process as a one-line :class:`LoaderDataError`, not as a worker traceback.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -31,7 +38,59 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
+from curriculum_search.errors import DataError, UserError
+
 Batch = tuple[torch.Tensor, list[dict[str, Any]]]
+#: Most worker processes :func:`default_num_workers` chooses for one loader.
+MAX_AUTO_WORKERS = 8
+
+
+class LoaderDataError(DataError):
+    """A :class:`UserError` raised while loading an item in a worker process, as one line.
+
+    ``DataLoader`` re-creates a worker's exception in the main process as ``type(message)`` where
+    the message holds the worker's traceback; this keeps only the original one-line message.
+    """
+
+    def __init__(self, message: str) -> None:
+        text = str(message)
+        if "Traceback (most recent call last)" in text:
+            text = text.rstrip().splitlines()[-1]
+            text = text.split(f"{type(self).__name__}: ", 1)[-1]
+        self.path, self.field = None, None
+        UserError.__init__(self, text)
+
+
+def default_num_workers() -> int:
+    """Loader workers to use when the config does not say: CPUs available minus one, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_WORKERS, cpus - 1))
+
+
+class EpochItems(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
+    """Wraps a dataset so that item ``(epoch, i)`` is ``dataset[i]`` in ``epoch`` (see the module doc)."""
+
+    def __init__(self, dataset: Dataset[Any]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        if epoch is not None:  # cheap; never cached: other loaders may share the base dataset
+            _set_dataset_epoch(self.dataset, epoch)
+        try:
+            return self.dataset[index]  # type: ignore[no-any-return]
+        except LoaderDataError:
+            raise
+        except UserError as exc:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            raise LoaderDataError(str(exc)) from None
 
 
 def collate_detection(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
@@ -87,6 +146,21 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield [int(i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
 
 
+class _EpochKeys(Sampler[list[tuple[int, int]]]):
+    """The batches of an :class:`EpochBatchSampler` as ``(epoch, index)`` keys for :class:`EpochItems`."""
+
+    def __init__(self, inner: EpochBatchSampler) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.inner.epoch
+        for batch in self.inner:
+            yield [(epoch, i) for i in batch]
+
+
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn``: seed ``random`` and ``numpy`` from the worker's torch seed."""
     seed = torch.initial_seed() % 2**32
@@ -99,8 +173,9 @@ def make_loader(
     batch_size: int,
     shuffle: bool,
     seed: int,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
     drop_last: bool = False,
+    pin_memory: bool = False,
 ) -> DataLoader[Any]:
     """A ``DataLoader`` over ``dataset`` with deterministic, resumable batch order.
 
@@ -109,18 +184,23 @@ def make_loader(
         batch_size: Images per batch.
         shuffle: Shuffle each epoch with ``(seed, epoch)``.
         seed: Seed of the order and of the loader's ``torch.Generator``.
-        num_workers: Loader worker processes (0 = load in the main process).
+        num_workers: Loader worker processes, persistent across epochs (0 = load in the main
+            process; None = :func:`default_num_workers`). The batches do not depend on it.
         drop_last: Drop each epoch's last incomplete batch.
+        pin_memory: Return batches in pinned memory (faster, asynchronous copies to CUDA).
     """
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last)  # type: ignore[arg-type]
+    workers = default_num_workers() if num_workers is None else int(num_workers)
     return DataLoader(
-        dataset,
-        batch_sampler=sampler,
+        EpochItems(dataset),
+        batch_sampler=_EpochKeys(sampler),
         collate_fn=collate_detection,
-        num_workers=num_workers,
+        num_workers=workers,
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(_mix(seed, 0)),
-        persistent_workers=False,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
     )
 
 
@@ -129,7 +209,7 @@ def _mix(seed: int, epoch: int) -> int:
 
 
 def _set_dataset_epoch(dataset: Dataset[Any], epoch: int) -> None:
-    if isinstance(dataset, Subset):
+    if isinstance(dataset, (Subset, EpochItems)):
         _set_dataset_epoch(dataset.dataset, epoch)
     elif isinstance(dataset, ConcatDataset):
         for part in dataset.datasets:
@@ -140,6 +220,8 @@ def _set_dataset_epoch(dataset: Dataset[Any], epoch: int) -> None:
 
 def _sampler(loader: DataLoader[Any]) -> EpochBatchSampler:
     sampler = loader.batch_sampler
+    if isinstance(sampler, _EpochKeys):
+        sampler = sampler.inner
     if not isinstance(sampler, EpochBatchSampler):
         raise TypeError(
             "this loader was not built by make_loader (its batch sampler is not an EpochBatchSampler)"
@@ -182,9 +264,13 @@ def step_position(loader: DataLoader[Any], step: int) -> tuple[int, int]:
 
 
 __all__ = [
+    "MAX_AUTO_WORKERS",
     "Batch",
     "EpochBatchSampler",
+    "EpochItems",
+    "LoaderDataError",
     "collate_detection",
+    "default_num_workers",
     "infinite_batches",
     "make_loader",
     "seed_worker",

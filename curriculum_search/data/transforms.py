@@ -27,7 +27,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 #: Bumped whenever the pixels produced for a given config change, so cached teacher outputs expire.
-TRANSFORM_VERSION = 1
+TRANSFORM_VERSION = 2  # 2: large JPEGs decoded at a reduced DCT scale
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class TransformConfig:
         boxes: np.ndarray | torch.Tensor,
         variant: int = 0,
         rng: np.random.Generator | None = None,
+        orig_size: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Letterbox ``image`` and its ``boxes`` into the model input frame.
 
@@ -85,6 +86,8 @@ class TransformConfig:
             variant: Which augmentation variant, ``0 <= variant < num_variants``.
             rng: Source of the colour jitter draws (only used when ``color_jitter > 0``; a fresh
                 unseeded generator when ``None``).
+            orig_size: ``(width, height)`` of the original image when ``image`` was decoded at a
+                reduced scale (a JPEG draft); ``boxes`` and the returned ``scale`` refer to it.
 
         Returns:
             ``(tensor (3, S, S) float32 normalised, boxes (N, 4) float32 xyxy input px, scale)``.
@@ -92,7 +95,7 @@ class TransformConfig:
         if not 0 <= variant < self.num_variants:
             raise ValueError(f"variant {variant} out of range for {self.num_variants} variant(s)")
         image = image.convert("RGB")
-        w, h = image.size
+        w, h = orig_size if orig_size is not None else image.size
         box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4).clone()
         if variant == 1:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -100,7 +103,7 @@ class TransformConfig:
         size = self.image_size
         scale = size / max(w, h)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-        if (new_w, new_h) != (w, h):
+        if (new_w, new_h) != image.size:
             image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         if self.color_jitter > 0:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from curriculum_search.errors import UserError
 from curriculum_search.utils.io import atomic_write_text
 
-__all__ = ["EvalResult", "detections_to_coco", "evaluate", "evaluate_detections"]
+__all__ = ["EvalResult", "detections_to_coco", "evaluate", "evaluate_detections", "write_detections"]
 
 Target = dict[str, Any]
 Detection = dict[str, Tensor]
@@ -303,3 +303,24 @@ def evaluate(
     if results_file is not None:
         atomic_write_text(results_file, json.dumps(results))
     return evaluate_detections(base.coco, results, sorted(seen))
+
+
+def write_detections(
+    model: nn.Module,
+    dataset: Dataset[tuple[Tensor, Target]],
+    path: str | Path,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    max_images: int | None = None,
+) -> EvalResult:
+    """Write ``model``'s detections on ``dataset`` as a COCO-results JSON file and score them.
+
+    The file is a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in the
+    original image pixels with the dataset's own category ids, so any COCO evaluator scoring it
+    against the dataset's annotation file reproduces the returned AP (for ground truth the
+    dataset did not have to clip or drop). Same arguments as :func:`evaluate`; written atomically.
+    """
+    return evaluate(
+        model, dataset, batch_size=batch_size, device=device, max_images=max_images, results_file=path
+    )
