@@ -678,7 +678,7 @@ COCO_CASES: dict[str, tuple[Callable[[Path], object], str]] = {
     # pixels are read when an image is used; every validation image is used by the evaluation
     "image-not-an-image": (
         lambda r: _first_image(r, "val").write_bytes(b"not a png at all"),
-        r"val/000000\.png: cannot read image",
+        r"val/000000\.png: image id 1: cannot read image",  # names the image id too (issue 14)
     ),
     "image-size-differs-from-json": (
         lambda r: _edit_json(r / "val.json", lambda d: d["images"][0].update(width=65)),
