@@ -342,6 +342,8 @@ def test_a_broken_image_in_a_worker_is_one_line(tmp_path: Path) -> None:
     msg = str(err.value)
     assert "\n" not in msg and "img_000.png" in msg and "image id 1000" in msg and "Traceback" not in msg
     assert isinstance(err.value, DataError)
+    with pytest.raises(LoaderDataError, match=r"img_000\.png: image id 1000: cannot read image"):
+        evaluate(_Replay([]), ds, num_workers=1)  # the evaluation's workers too
 
 
 # -- detections files ------------------------------------------------------------------------------
@@ -389,7 +391,7 @@ def test_write_detections_agrees_with_an_independent_coco_evaluator(
     written = json.loads(path.read_text())
     assert {d["category_id"] for d in written} == {NUT} and len(written) == res.num_detections
     assert abs(_fcoco_ap(user_coco.val_ann, path) - res.ap) < 1e-3
-    again = evaluate(_Replay(per_image), val, batch_size=3)
+    again = evaluate(_Replay(per_image), val, batch_size=3, num_workers=1)  # decoded in a worker
     assert again.ap == res.ap
 
 

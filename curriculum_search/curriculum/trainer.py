@@ -255,6 +255,8 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
     )
     if dist.enabled and dist.main:
         dist.barrier()
+    # one pass per evaluation: workers pay off on real images, not on the small synthetic ones
+    eval_workers = loader_workers(recipe)
     spec = recipe.student
     if tuple(spec.class_names) != data.class_names:
         if len(data.class_names) != spec.num_classes:
@@ -397,7 +399,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                     )
                 last_of_stage = step + 1 == stage.iterations
                 if cfg.eval_every and g % cfg.eval_every == 0 and g < total:
-                    res = _evaluate(student, data, cfg, device, dist)
+                    res = _evaluate(student, data, cfg, device, dist, workers=eval_workers)
                     history.append({"iteration": g, "stage": k, **res.as_dict(), **_loss_means(loss_sums)})
                     _append_history(out, history[-1], dist)
                     if dist.main:
@@ -428,7 +430,9 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                     dist.barrier()
             forwards += sum(r.forward_calls for r in runners.values())
             state = None
-        res = _evaluate(student, data, cfg, device, dist, options.detections_file if dist.main else None)
+        res = _evaluate(
+            student, data, cfg, device, dist, options.detections_file if dist.main else None, eval_workers
+        )
         history.append(
             {
                 "iteration": total,
@@ -547,6 +551,7 @@ def _evaluate(
     device: torch.device,
     dist: _Dist,
     results_file: Path | None = None,
+    workers: int = 0,
 ) -> EvalResult:
     res = evaluate(
         student,
@@ -555,6 +560,7 @@ def _evaluate(
         device=str(device),
         max_images=cfg.eval_images,
         results_file=results_file,
+        num_workers=workers,
     )
     if not all(math.isfinite(v) for v in (res.ap, res.ap50)):
         raise TrialFailure("evaluation produced a non-finite AP")

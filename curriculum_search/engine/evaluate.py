@@ -235,6 +235,7 @@ def evaluate(
     results_file: str | Path | None = None,
     progress: bool = False,
     label_map: Mapping[int, int] | None = None,
+    num_workers: int = 0,
 ) -> EvalResult:
     """Compute COCO box AP of ``model`` on the labeled images of ``dataset``.
 
@@ -257,6 +258,7 @@ def evaluate(
             :func:`curriculum_search.zoo.teacher_label_map`). Detections whose label is not in it
             are dropped; dataset classes no model label maps to score 0 AP. Default: the model's
             labels are the dataset's.
+        num_workers: loader worker processes decoding the images (0 = in this process).
 
     Returns:
         The :class:`EvalResult`.
@@ -271,8 +273,15 @@ def evaluate(
         raise ValueError(f"max_images must be >= 1, got {max_images}")
     base = _base_dataset(dataset)
     detect = _detect_fn(model)
+    from curriculum_search.data.loader import EpochItems  # a broken image in a worker: one line
+
     loader: DataLoader[tuple[Tensor, Target]] = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate
+        EpochItems(dataset) if num_workers > 0 else dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=torch.device(device).type == "cuda",
     )
     label_to_cat = dict(base.label_to_cat_id)
     if label_map is not None:
@@ -313,6 +322,7 @@ def write_detections(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     max_images: int | None = None,
+    num_workers: int = 0,
 ) -> EvalResult:
     """Write ``model``'s detections on ``dataset`` as a COCO-results JSON file and score them.
 
@@ -322,5 +332,11 @@ def write_detections(
     dataset did not have to clip or drop). Same arguments as :func:`evaluate`; written atomically.
     """
     return evaluate(
-        model, dataset, batch_size=batch_size, device=device, max_images=max_images, results_file=path
+        model,
+        dataset,
+        batch_size=batch_size,
+        device=device,
+        max_images=max_images,
+        results_file=path,
+        num_workers=num_workers,
     )
