@@ -49,6 +49,16 @@ def add_data_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="COCO JSON of the validation images (AP is measured there)",
     )
     p.add_argument(
+        "--test-images",
+        type=Path,
+        default=None,
+        help="optional test set folder: then the selection scores on the validation set and the shipped "
+        "student is reported on the test set (default: selection on 20%% of the training images, report on val)",
+    )
+    p.add_argument(
+        "--test-ann", type=Path, default=None, help="COCO JSON of the test images (with --test-images)"
+    )
+    p.add_argument(
         "-o", "--output", type=Path, default=None, help="space file to write (default: space/NAME.yaml)"
     )
     p.add_argument(
@@ -120,11 +130,13 @@ def cmd_init(args: argparse.Namespace) -> int:
         machine=machine,
         image_size=args.image_size,
         force=args.force,
+        test_images=args.test_images,
+        test_ann=args.test_ann,
     )
     s = plan.stats
     print(
         f"dataset: {s.train_images} training images ({s.train_annotated} annotated), {s.val_images} validation "
-        f"images; classes: {', '.join(f'{n} (id {c})' for n, c in zip(s.class_names, s.category_ids, strict=True))}"
+        f"images{f', {s.test_images} test images' if s.test_images else ''}; classes: {', '.join(f'{n} (id {c})' for n, c in zip(s.class_names, s.category_ids, strict=True))}"
     )
     for note in plan.notes:
         print(f"note: {note}")

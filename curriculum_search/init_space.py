@@ -57,6 +57,7 @@ class DatasetStats:
     aspect: tuple[float, float]  # min, max of w / h
     box_short_side: tuple[float, float]  # 10th percentile, median of min(box w, box h)
     box_relative: tuple[float, float]  # 10th percentile, median of box short side / image long side
+    test_images: int = 0  # 0: no test set
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,15 @@ def _categories(ann: Path) -> list[dict[str, object]]:
     return sorted(data["categories"], key=lambda c: int(c["id"]))
 
 
-def inspect_dataset(train_images: Path, train_ann: Path, val_images: Path, val_ann: Path) -> DatasetStats:
-    """Validate both splits (every image header opened) and measure them.
+def inspect_dataset(
+    train_images: Path,
+    train_ann: Path,
+    val_images: Path,
+    val_ann: Path,
+    test_images: Path | None = None,
+    test_ann: Path | None = None,
+) -> DatasetStats:
+    """Validate the splits (every image header opened) and measure them.
 
     Raises:
         DataError: one line naming the file and the image/annotation id at fault, or a split
@@ -146,11 +154,16 @@ def inspect_dataset(train_images: Path, train_ann: Path, val_images: Path, val_a
     names = [str(c["name"]) for c in used]
     unused = tuple(str(c["name"]) for c in cats if counts[int(c["id"])] == 0)  # type: ignore[call-overload]
     val = _load_split(val_images, val_ann, names, negatives=True)
-    val_boxes = [a for a in val.coco.dataset["annotations"] if not a.get("iscrowd", 0)]
-    if not val_boxes:
-        raise DataError(
-            val_ann, "annotations", f"no box of the training classes ({', '.join(names)}) to evaluate on"
-        )
+    evaluated = [(val, val_ann)]
+    test = None
+    if test_images is not None and test_ann is not None:
+        test = _load_split(test_images, test_ann, names, negatives=True)
+        evaluated.append((test, test_ann))
+    for ds, ann_file in evaluated:
+        if not [a for a in ds.coco.dataset["annotations"] if not a.get("iscrowd", 0)]:
+            raise DataError(
+                ann_file, "annotations", f"no box of the training classes ({', '.join(names)}) to evaluate on"
+            )
     longs, aspects = [], []
     for img in train.coco.dataset["images"]:
         longs.append(max(img["width"], img["height"]))
@@ -180,6 +193,7 @@ def inspect_dataset(train_images: Path, train_ann: Path, val_images: Path, val_a
         aspect=(float(min(aspects)), float(max(aspects))),
         box_short_side=(float(np.percentile(short, 10)), float(np.median(short))),
         box_relative=(float(np.percentile(rel, 10)), float(np.median(rel))),
+        test_images=len(test) if test is not None else 0,
     )
 
 
@@ -338,6 +352,14 @@ def render_space(plan: SpacePlan) -> str:
         f"  train_ann: {_q(plan.paths['train_ann'])}",
         f"  val_images: {_q(plan.paths['val_images'])}",
         f"  val_ann: {_q(plan.paths['val_ann'])}",
+        *(
+            [
+                f"  test_images: {_q(plan.paths['test_images'])}   # the report split (selection uses val)",
+                f"  test_ann: {_q(plan.paths['test_ann'])}",
+            ]
+            if "test_images" in plan.paths
+            else []
+        ),
         "  unlabeled_dir: null   # a folder of extra images without annotations (pseudo-label stages)",
         f"  image_size: {size}",
         "  hflip: true            # set false when left/right matters for your classes",
@@ -406,6 +428,7 @@ def render_space(plan: SpacePlan) -> str:
         f"trials: {plan.trials}",
         "timeout_s: null",
         "constraints: {max_proxy_cost: null}",
+        *_selection_lines(plan),
         "",
         "train:",
         f"  batch_size: {plan.batch_size}",
@@ -437,6 +460,8 @@ def init_space(
     machine: Machine | None = None,
     image_size: int | None = None,
     force: bool = False,
+    test_images: Path | None = None,
+    test_ann: Path | None = None,
 ) -> tuple[Path, SpacePlan]:
     """Inspect the dataset, plan and write the space file, then load it back to validate it.
 
@@ -453,18 +478,43 @@ def init_space(
     output = output if output is not None else Path("space") / f"{name}.yaml"
     if output.exists() and not force:
         raise ConfigError(output, None, "exists already; choose another -o or pass --force to overwrite it")
-    stats = inspect_dataset(train_images, train_ann, val_images, val_ann)
+    if (test_images is None) != (test_ann is None):
+        raise ConfigError(
+            None, "--test-ann" if test_ann is None else "--test-images", "give both test options or neither"
+        )
+    stats = inspect_dataset(train_images, train_ann, val_images, val_ann, test_images, test_ann)
     paths = {
         "train_images": train_images,
         "train_ann": train_ann,
         "val_images": val_images,
         "val_ann": val_ann,
     }
+    if test_images is not None and test_ann is not None:
+        paths.update(test_images=test_images, test_ann=test_ann)
     plan = plan_space(stats, paths, name=name, machine=machine or detect_machine(), image_size=image_size)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, render_space(plan))
     load_space(output)  # the file must load as written; a failure here is a bug of init
     return output, plan
+
+
+def _selection_lines(plan: SpacePlan) -> list[str]:
+    gpu = plan.machine == "cuda"
+    where = (
+        "the validation set; the shipped student is reported on the test set"
+        if "test_images" in plan.paths
+        else "20% of the training images, carved out and never trained on; the shipped student is "
+        "reported on the validation set"
+    )
+    seeds = (2, 3) if gpu else (1, 2)
+    return [
+        "# selection: what ships. The search's best curricula race the best baseline on common seeds",
+        f"# (half length with {seeds[0]} seed(s), then full length with {seeds[1]}); a challenger wins only",
+        "# when the lower 90% bound of its paired AP difference is > 0. Selection scores on",
+        f"# {where}.",
+        f"selection: {{shortlist: {3 if gpu else 2}, rungs: [0.5, 1.0], seeds: [{seeds[0]}, {seeds[1]}], "
+        "promote: 1, margin: 0.0, confidence: 0.9, lr_matched: true, holdout: 0.2}",
+    ]
 
 
 _NAME_SUB = re.compile(r"[^A-Za-z0-9_.-]+")

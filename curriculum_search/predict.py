@@ -48,7 +48,7 @@ class Predictor:
 
 def load_predictor(weights: str | Path, device: str = "auto") -> Predictor:
     """Load a model checkpoint written by this package for inference."""
-    from curriculum_search.models.checkpoint import load_detector
+    from curriculum_search.models import load_detector
     from curriculum_search.utils.runtime import pick_device
 
     dev = pick_device(device)

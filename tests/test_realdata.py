@@ -68,6 +68,7 @@ def _tiny(space_file: Path, out: Path) -> Path:
     d["search"]["n_stages"] = [1, 2]
     d["trials"] = 5
     d["train"].update(batch_size=4, checkpoint_every=4, warmup_iterations=1, threads=1, num_workers=0)
+    d["selection"] = {"shortlist": 1, "rungs": [1.0], "seeds": [2], "lr_matched": False, "holdout": 0.25}
     out.write_text(yaml.safe_dump(d))
     return out
 
@@ -85,7 +86,9 @@ def test_init_run_predict_on_a_users_coco_folder(
     assert (
         "# Image size, as init reasoned:" in text and "torchvision:DEFAULT" in text
     )  # commented alternative
+    assert "\nselection: {" in text
     space = load_space(space_file)
+    assert space.split_names() == ("holdout", "val")  # selection on a carve-out, report on val
     assert space.name == "parts" and space.student.class_names == ("nut",) and space.data.image_size == 96
     backbones = {n: e.zoo.spec.backbone for n, e in space.teachers.items() if e.zoo is not None}
     assert "pvt_v2_b0" in backbones.values() and any(b.startswith("resnet") for b in backbones.values())
@@ -151,6 +154,15 @@ def test_init_run_predict_on_a_users_coco_folder(
     # same model, same pixels, the val JSON's image ids: exactly the full run's detections
     key = lambda d: (d["image_id"], round(d["score"], 5), [round(v, 3) for v in d["bbox"]])  # noqa: E731
     assert sorted(map(key, pred2)) == sorted(map(key, dets))
+
+
+def test_init_with_a_test_set_reports_on_it(user_coco: UserCoco, tmp_path: Path) -> None:
+    out = tmp_path / "t.yaml"
+    args = [*_init_args(user_coco), "-o", str(out)]
+    assert cli([*args, "--test-images", str(user_coco.val_images), "--test-ann", str(user_coco.val_ann)]) == 0
+    space = load_space(out)
+    assert space.data.test_ann == str(user_coco.val_ann.resolve()) and space.split_names() == ("val", "test")
+    assert cli([*args, "--force", "--test-images", str(user_coco.val_images)]) == 2  # both or neither
 
 
 def test_init_refuses_to_overwrite_and_names_a_broken_image(

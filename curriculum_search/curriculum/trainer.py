@@ -101,9 +101,6 @@ class RunOptions:
     threads: int | None = None
     keep_stage_checkpoints: bool = True
     progress_file: Path | None = None
-    #: The final evaluation also writes the student's detections there (COCO-results JSON,
-    #: see :func:`~curriculum_search.engine.evaluate.write_detections`).
-    detections_file: Path | None = None
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -430,9 +427,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
                     dist.barrier()
             forwards += sum(r.forward_calls for r in runners.values())
             state = None
-        res = _evaluate(
-            student, data, cfg, device, dist, options.detections_file if dist.main else None, eval_workers
-        )
+        res = _evaluate(student, data, cfg, device, dist, workers=eval_workers)
         history.append(
             {
                 "iteration": total,
@@ -550,7 +545,6 @@ def _evaluate(
     cfg: Any,
     device: torch.device,
     dist: _Dist,
-    results_file: Path | None = None,
     workers: int = 0,
 ) -> EvalResult:
     res = evaluate(
@@ -559,7 +553,6 @@ def _evaluate(
         batch_size=max(cfg.batch_size, 8),
         device=str(device),
         max_images=cfg.eval_images,
-        results_file=results_file,
         num_workers=workers,
     )
     if not all(math.isfinite(v) for v in (res.ap, res.ap50)):

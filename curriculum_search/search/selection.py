@@ -745,7 +745,8 @@ def ship(space: SearchSpace, opts: SearchOptions, outcome: SelectionOutcome) -> 
             out.rename(spec.study_dir / f"full-previous-{stamp}")
             opts.echo(f"the selected curriculum changed: previous full run kept in full-previous-{stamp}/")
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("student.pt", "student.pt.sha256", "history.jsonl"):
+    detections = f"detections_{space.split_names()[1]}.json"  # issue 14: the report split's detections
+    for name in ("student.pt", "student.pt.sha256", "history.jsonl", detections):
         if (src / name).is_file():
             shutil.copy2(src / name, out / name)
     save_recipe(recipe, out / "recipe.yaml")

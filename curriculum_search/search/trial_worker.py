@@ -104,7 +104,8 @@ def evaluate_on(res: RunResult, recipe: Recipe, data: DataConfig, options: RunOp
     evaluate twice.
     """
     from curriculum_search.curriculum.datasets import build_datasets
-    from curriculum_search.engine.evaluate import evaluate
+    from curriculum_search.curriculum.trainer import loader_workers
+    from curriculum_search.engine.evaluate import write_detections
     from curriculum_search.models import load_detector
     from curriculum_search.utils.runtime import pick_device
 
@@ -121,7 +122,16 @@ def evaluate_on(res: RunResult, recipe: Recipe, data: DataConfig, options: RunOp
         seed=recipe.seed,
     )
     device = pick_device(options.device or recipe.train.device)
-    out = evaluate(model.to(device), ds.val, batch_size=recipe.train.batch_size, device=str(device))
+    # issue 14: the split's detections as COCO results (original px, dataset category ids), next to
+    # its metrics; ship() copies them to full/detections_<split>.json
+    out = write_detections(
+        model.to(device),
+        ds.val,
+        path.with_name(f"detections_{data.eval_split}.json"),
+        batch_size=recipe.train.batch_size,
+        device=str(device),
+        num_workers=loader_workers(recipe),
+    )
     atomic_write_text(path, json.dumps(out.as_dict(), indent=2))
     return out
 
