@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from curriculum_search.errors import ConfigError
@@ -177,11 +178,12 @@ def ensure_pretrained(specs: Iterable[tuple[str, DetectorSpec]], source: str | P
     return fetched
 
 
-def space_specs(space: object) -> list[tuple[str, DetectorSpec]]:
-    """``(field, spec)`` of a search space's student and teachers (zoo teachers included)."""
-    from curriculum_search.search.space import SearchSpace
+def space_specs(space: Any) -> list[tuple[str, DetectorSpec]]:
+    """``(field, spec)`` of a search space's student and teachers (zoo teachers included).
 
-    assert isinstance(space, SearchSpace)
+    Duck-typed (a ``SearchSpace``: ``student``, ``teachers`` with ``spec``/``zoo``), so this module
+    needs nothing from the layers above it.
+    """
     pairs = [("student", space.student)]
     for name, entry in space.teachers.items():
         if entry.spec is not None:
@@ -191,11 +193,8 @@ def space_specs(space: object) -> list[tuple[str, DetectorSpec]]:
     return pairs
 
 
-def recipe_specs(recipe: object) -> list[tuple[str, DetectorSpec]]:
-    """``(field, spec)`` of a recipe's student and spec teachers."""
-    from curriculum_search.curriculum.recipe import Recipe
-
-    assert isinstance(recipe, Recipe)
+def recipe_specs(recipe: Any) -> list[tuple[str, DetectorSpec]]:
+    """``(field, spec)`` of a recipe's student and spec teachers (duck-typed like :func:`space_specs`)."""
     pairs = [("student", recipe.student)]
     pairs += [(f"teachers.{n}.spec", t.spec) for n, t in recipe.teachers.items() if t.spec is not None]
     return pairs
