@@ -52,11 +52,15 @@ def options(
 
 
 def _space(space: SearchSpace | str | Path | None) -> tuple[SearchSpace, Path | None]:
+    """The space (loaded when a path) after the offline check of its pretrained weights."""
+    from curriculum_search.models.pretrained import ensure_pretrained, space_specs
+
     if space is None:
         space = DEFAULT_SPACE
-    if isinstance(space, str | Path):
-        return load_space(space), Path(space)
-    return space, None
+    src = Path(space) if isinstance(space, str | Path) else None
+    sp = load_space(space) if isinstance(space, str | Path) else space
+    ensure_pretrained(space_specs(sp), src)  # offline: one line before any training
+    return sp, src
 
 
 def build_zoo(
