@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from curriculum_search.search import attrs as A
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import CurriculumChoice, build_recipe, proxy_cost, suggest_curriculum
 from curriculum_search.search.options import SearchOptions, SearchSummary, run_seeds, study_name
@@ -37,6 +38,7 @@ from curriculum_search.search.processes import (
     thread_count,
 )
 from curriculum_search.search.protocol import RESULT_FILE, TrialResult
+from curriculum_search.search.reader import is_counted
 from curriculum_search.search.results import summarize
 from curriculum_search.search.space import SearchSpace
 from curriculum_search.search.storage import StorageSpec, coordinator_lock, storage_spec
@@ -76,11 +78,11 @@ def run_search(space: SearchSpace, opts: SearchOptions, *, enqueue: bool = True)
         ensure_zoo(space, opts)
         if local and spec.journal_path is None:
             recover_interrupted(study, opts.echo)
-        target = opts.trials or int(study.user_attrs.get("target_trials", space.trials))
+        target = opts.trials or int(study.user_attrs.get(A.TARGET_TRIALS, space.trials))
         if opts.trials:
-            study.set_user_attr("target_trials", opts.trials)
-        elif "target_trials" not in study.user_attrs:
-            study.set_user_attr("target_trials", space.trials)
+            study.set_user_attr(A.TARGET_TRIALS, opts.trials)
+        elif A.TARGET_TRIALS not in study.user_attrs:
+            study.set_user_attr(A.TARGET_TRIALS, space.trials)
         if enqueue:
             enqueue_baselines(space, study, opts)
         _coordinate(space, study, spec, opts, target)
@@ -133,7 +135,7 @@ def _coordinate(
                     if prepared == "reused":
                         done += 1
                         bar.update(1)
-                        line = f"#{trial.number:<3} {trial.user_attrs.get('baseline') or 'search':<16} same curriculum as #{trial.user_attrs.get('reused_from')}: result reused  {choice.describe()}"
+                        line = f"#{trial.number:<3} {trial.user_attrs.get(A.BASELINE) or 'search':<16} same curriculum as #{trial.user_attrs.get(A.REUSED_FROM)}: result reused  {choice.describe()}"
                         opts.echo(line) if not opts.progress else bar.write(line)
                         continue
                     if prepared == "wait":
@@ -157,7 +159,7 @@ def _coordinate(
                         continue
                     del running[number]
                     line = _finish(study, r)
-                    if not r.trial.user_attrs.get("requeued"):  # a re-queued trial is counted by its retry
+                    if is_counted(r.trial.user_attrs):  # a re-queued trial is counted by its retry
                         bar.update(1)
                     it_bar.reset()
                     opts.echo(line) if not opts.progress else bar.write(line)
@@ -181,7 +183,7 @@ def _coordinate(
 
 def _decode(trial: optuna.Trial, space: SearchSpace) -> CurriculumChoice:
     choice = suggest_curriculum(trial, space)  # fixed parameter set in every trial
-    if trial.user_attrs.get("baseline") == STUDENT_ONLY:
+    if trial.user_attrs.get(A.BASELINE) == STUDENT_ONLY:
         choice = student_only_choice(space)
     return choice
 
@@ -194,32 +196,32 @@ def _prepare_trial(
     opts: SearchOptions,
 ) -> str:
     """Record the decoded curriculum; reuse an identical finished curriculum; apply constraints."""
-    trial.set_user_attr("curriculum", choice.as_dict())
-    trial.set_user_attr("curriculum_key", choice.key)
-    trial.set_user_attr("description", choice.describe())
-    trial.set_user_attr("stage_boundaries", _boundaries(choice))
-    gflops = {i["name"]: float(i.get("gflops") or 0.0) for i in study.user_attrs.get("teacher_info", [])}
-    student_gflops = float(study.user_attrs.get("student_gflops") or _student_gflops(space, study))
+    trial.set_user_attr(A.CURRICULUM, choice.as_dict())
+    trial.set_user_attr(A.CURRICULUM_KEY, choice.key)
+    trial.set_user_attr(A.DESCRIPTION, choice.describe())
+    trial.set_user_attr(A.STAGE_BOUNDARIES, _boundaries(choice))
+    gflops = {i["name"]: float(i.get("gflops") or 0.0) for i in study.user_attrs.get(A.TEACHER_INFO, [])}
+    student_gflops = float(study.user_attrs.get(A.STUDENT_GFLOPS) or _student_gflops(space, study))
     cost = proxy_cost(choice, gflops, student_gflops) if gflops or choice.is_student_only else 0.0
-    trial.set_user_attr("proxy_cost", cost)
+    trial.set_user_attr(A.PROXY_COST, cost)
     cap = space.constraints.max_proxy_cost
     if cap is not None:
-        trial.set_constraint("proxy_cost", cost - cap)
+        trial.set_constraint(A.PROXY_COST, cost - cap)
         if cost > cap:
             trial.set_user_attr(
-                "failure_reason", f"infeasible: proxy cost {cost:.4g} > max_proxy_cost {cap:.4g}"
+                A.FAILURE_REASON, f"infeasible: proxy cost {cost:.4g} > max_proxy_cost {cap:.4g}"
             )
             study.tell(trial, state=TrialState.PRUNED)
             return "infeasible"
     twins = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("curriculum_key") == choice.key and t.number != trial.number
+        if t.user_attrs.get(A.CURRICULUM_KEY) == choice.key and t.number != trial.number
     ]
     if twins:
         twin = twins[0]
-        trial.set_user_attr("reused_from", twin.number)
-        for k in ("metrics", "seed_values", "run_dir"):
+        trial.set_user_attr(A.REUSED_FROM, twin.number)
+        for k in A.REUSE_COPIES:
             if k in twin.user_attrs:
                 trial.set_user_attr(k, twin.user_attrs[k])
         for step, v in twin.intermediate_values.items():
@@ -229,7 +231,7 @@ def _prepare_trial(
     running_twins = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if t.user_attrs.get("curriculum_key") == choice.key and t.number != trial.number
+        if t.user_attrs.get(A.CURRICULUM_KEY) == choice.key and t.number != trial.number
     ]
     if running_twins:
         return "wait"
@@ -247,8 +249,8 @@ def _student_gflops(space: SearchSpace, study: optuna.Study) -> float:
     cost = measure_cost(
         build_detector(space.student.with_updates(weights=None)), space.student.image_size, iters=2, warmup=1
     )
-    study.set_user_attr("student_gflops", cost.gflops)
-    study.set_user_attr("student_cost", cost.as_dict())
+    study.set_user_attr(A.STUDENT_GFLOPS, cost.gflops)
+    study.set_user_attr(A.STUDENT_COST, cost.as_dict())
     return cost.gflops
 
 
@@ -275,7 +277,7 @@ def _launch(
     run_dir = spec.study_dir / "trials" / f"{choice.key}-s{seeds[0]}"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULT_FILE).unlink(missing_ok=True)
-    trial.set_user_attr("run_dir", str(run_dir.relative_to(spec.study_dir)))
+    trial.set_user_attr(A.RUN_DIR, str(run_dir.relative_to(spec.study_dir)))
     job = job_for(
         space=space,
         opts=opts,
@@ -305,12 +307,12 @@ def _update_iteration_bar(bar: Any, r: _Running) -> None:
 def read_result(study: optuna.Study, trial: optuna.Trial, process: Process) -> TrialResult:
     """The trial process' result; a process SIGKILLed without one is re-queued once."""
     result, wall, killed = finish(process)
-    trial.set_user_attr("wall_time_s", round(wall, 2))
+    trial.set_user_attr(A.WALL_TIME_S, round(wall, 2))
     # SIGKILL is mostly the OOM killer or an operator, rarely the curriculum itself: retry once
     # (from the last checkpoint); a retry that is killed again fails for good
-    if killed and result.state == "fail" and trial.user_attrs.get("retry_reason") != "killed":
+    if killed and result.state == "fail" and trial.user_attrs.get(A.RETRY_REASON) != "killed":
         enqueue_retry(study, trial, reason="killed")
-        trial.set_user_attr("requeued", True)
+        trial.set_user_attr(A.REQUEUED, True)
         result.reason = f"{result.reason}; re-queued once, the retry resumes from the last checkpoint"
     return result
 
@@ -318,22 +320,22 @@ def read_result(study: optuna.Study, trial: optuna.Trial, process: Process) -> T
 def _finish(study: optuna.Study, r: _Running) -> str:
     trial = r.trial
     result = read_result(study, trial, r.process)
-    wall = trial.user_attrs.get("wall_time_s", 0.0)
-    label = trial.user_attrs.get("baseline") or "search"
+    wall = trial.user_attrs.get(A.WALL_TIME_S, 0.0)
+    label = trial.user_attrs.get(A.BASELINE) or "search"
     desc = r.choice.describe()
     if result.state == "complete":
         assert result.value is not None
-        trial.set_user_attr("metrics", result.metrics)
-        trial.set_user_attr("seed_values", result.seed_values)
-        trial.set_user_attr("teacher_forwards", result.teacher_forwards)
+        trial.set_user_attr(A.METRICS, result.metrics)
+        trial.set_user_attr(A.SEED_VALUES, result.seed_values)
+        trial.set_user_attr(A.TEACHER_FORWARDS, result.teacher_forwards)
         study.tell(trial, float(result.value))
         best = study.best_value
         return f"#{trial.number:<3} {label:<16} AP {result.value:.3f} (best {best:.3f})  {wall:5.0f}s  {desc}"
     if result.state == "pruned":
-        trial.set_user_attr("pruned_at", result.pruned_at)
+        trial.set_user_attr(A.PRUNED_AT, result.pruned_at)
         study.tell(trial, state=TrialState.PRUNED)
         ap = result.value
         return f"#{trial.number:<3} {label:<16} pruned at iteration {result.pruned_at} (AP {ap if ap is None else f'{ap:.3f}'})  {wall:5.0f}s  {desc}"
-    trial.set_user_attr("failure_reason", result.reason or "unknown")
+    trial.set_user_attr(A.FAILURE_REASON, result.reason or "unknown")
     study.tell(trial, state=TrialState.FAIL)
     return f"#{trial.number:<3} {label:<16} FAILED: {result.reason}  {desc}"

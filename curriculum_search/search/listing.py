@@ -7,17 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
-
-from curriculum_search.search.results import best_trial
-from curriculum_search.search.selection import decision_lines, is_selection_study, load_decision
-from curriculum_search.search.storage import StorageSpec, load_study_readonly, storage_spec
-from curriculum_search.search.study import FINISHED
+from curriculum_search.search.reader import UNREADABLE, StudyReader, StudyRecord
+from curriculum_search.search.selection import decision_lines
+from curriculum_search.search.storage import StorageSpec, open_readonly, storage_spec
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudyRow:
+    """One line of ``studies``: a :class:`~curriculum_search.search.reader.StudyRecord` flattened.
+
+    ``finished``/``failed`` follow the reader's count rule (a re-queued trial is counted by its
+    retry); ``state`` is one of the reader's state words (the dashboard shows the same).
+    """
+
     name: str
     storage: str
     state: str
@@ -29,17 +31,42 @@ class StudyRow:
     target: int | None
     full_ap: float | None
     updated: str | None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, r: StudyRecord) -> StudyRow:
+        return cls(
+            r.name,
+            r.storage,
+            r.state,
+            r.best_value,
+            r.counts.finished,
+            r.counts.pruned,
+            r.counts.failed,
+            r.counts.running,
+            r.target,
+            r.full_ap,
+            r.updated.strftime("%Y-%m-%dT%H:%M:%S") if r.updated else None,
+        )
+
+    @classmethod
+    def unreadable(cls, name: str, storage: str, exc: BaseException) -> StudyRow:
+        reason = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        return cls(name, storage, UNREADABLE, None, 0, 0, 0, 0, None, None, None, reason)
 
 
 def status_json(name: str, studies_root: Path, storage: str | None = None) -> dict[str, Any]:
-    """One study as JSON: trial counts, the selection decision, fidelity, the final held-out report.
+    """One study as JSON: state, trial counts, the selection decision, fidelity, the final report.
 
     ``selection``/``fidelity``/``final`` are ``null`` until a selection has finished.
     """
     spec = storage_spec(studies_root, name, storage)
-    study = load_study_readonly(spec, name)
-    trials = study.get_trials(deepcopy=False)
-    decision = load_decision(spec, name) or {}
+    reader = StudyReader(open_readonly(spec), spec.display)
+    try:
+        record = reader.record(name, spec.study_dir)
+    finally:
+        reader.close()
+    decision = dict(record.decision or {})
     full = spec.study_dir / "full" / "metrics.json"
     final = dict(decision.get("final") or {})
     if full.is_file():
@@ -50,7 +77,8 @@ def status_json(name: str, studies_root: Path, storage: str | None = None) -> di
     return {
         "study": name,
         "storage": spec.display,
-        "trials": {st.name.lower(): sum(1 for t in trials if t.state == st) for st in TrialState},
+        "state": record.state,
+        "trials": record.counts.as_dict(),
         "selection": {k: v for k, v in selection.items() if k != "rungs"} if selection else None,
         "race": selection.get("rungs") if selection else None,
         "fidelity": decision.get("fidelity"),
@@ -60,72 +88,41 @@ def status_json(name: str, studies_root: Path, storage: str | None = None) -> di
 
 def list_studies(studies_root: Path, storage: str | None = None) -> list[StudyRow]:
     """Every study under ``studies_root`` (and in ``storage``), read-only."""
-    rows: list[StudyRow] = []
+    return [
+        StudyRow.unreadable(name, display, rec) if isinstance(rec, BaseException) else StudyRow.of(rec)
+        for name, display, rec in study_records(studies_root, storage)
+    ]
+
+
+def study_records(
+    studies_root: Path, storage: str | None = None
+) -> list[tuple[str, str, StudyRecord | BaseException]]:
+    """``(name, storage, record or the error reading it)`` of every study under ``studies_root``
+    (``<name>/study.db``) and in ``storage``; selection studies are not studies of their own."""
+    out: list[tuple[str, str, StudyRecord | BaseException]] = []
     if studies_root.is_dir():
         for db in sorted(studies_root.glob("*/study.db")):
-            rows.extend(_rows(storage_spec(studies_root, db.parent.name, None), studies_root))
+            out.extend(_records(storage_spec(studies_root, db.parent.name, None), studies_root))
     if storage:
-        rows.extend(_rows(storage_spec(studies_root, "_remote", storage), studies_root))
-    return rows
+        out.extend(_records(storage_spec(studies_root, "_remote", storage), studies_root))
+    return out
 
 
-def _rows(spec: StorageSpec, studies_root: Path) -> list[StudyRow]:
-    from curriculum_search.search.storage import open_readonly
-
+def _records(spec: StorageSpec, studies_root: Path) -> list[tuple[str, str, StudyRecord | BaseException]]:
     try:
-        summaries = optuna.get_all_study_summaries(open_readonly(spec), include_best_trial=False)
+        reader = StudyReader(open_readonly(spec), spec.display)
+        names = reader.names()
     except Exception as exc:
-        return [
-            StudyRow(
-                spec.study_dir.name,
-                spec.display,
-                f"unreadable: {str(exc).splitlines()[0][:80]}",
-                None,
-                0,
-                0,
-                0,
-                0,
-                None,
-                None,
-                None,
-            )
-        ]
-    out = []
-    for s in summaries:
-        if is_selection_study(s.study_name):  # a study's race runs, shown with the study itself
-            continue
-        study = load_study_readonly(spec, s.study_name)
-        trials = study.get_trials(deepcopy=False)
-        count = {st: sum(1 for t in trials if t.state == st) for st in TrialState}
-        bt = best_trial(study)
-        target = study.user_attrs.get("target_trials")
-        done = sum(1 for t in trials if t.state in FINISHED and not t.user_attrs.get("requeued"))
-        finished = done
-        full = studies_root / s.study_name / "full" / "metrics.json"
-        full_ap = json.loads(full.read_text()).get("ap") if full.is_file() else None
-        updated = max(
-            (t.datetime_complete or t.datetime_start for t in trials if t.datetime_start), default=None
-        )
-        state = (
-            "running" if count[TrialState.RUNNING] else ("done" if target and done >= target else "paused")
-        )
-        if full_ap is not None:
-            state = "done + full run"
-        out.append(
-            StudyRow(
-                s.study_name,
-                spec.display,
-                state,
-                bt.value if bt else None,
-                finished,
-                count[TrialState.PRUNED],
-                count[TrialState.FAIL],
-                count[TrialState.RUNNING],
-                target,
-                full_ap,
-                updated.isoformat(timespec="seconds") if updated else None,
-            )
-        )
+        return [(spec.study_dir.name, spec.display, exc)]
+    out: list[tuple[str, str, StudyRecord | BaseException]] = []
+    try:
+        for name in names:
+            try:
+                out.append((name, spec.display, reader.record(name, studies_root / name)))
+            except Exception as exc:
+                out.append((name, spec.display, exc))
+    finally:
+        reader.close()
     return out
 
 
@@ -138,38 +135,43 @@ def format_studies(rows: list[StudyRow]) -> str:
         best = f"{r.best_ap:.3f}" if r.best_ap is not None else "-"
         full = f"{r.full_ap:.3f}" if r.full_ap is not None else "-"
         done = f"{r.finished}/{r.target}" if r.target else str(r.finished)
+        why = f"  ({r.error})" if r.error else ""
         lines.append(
-            f"{r.name:<20}{r.state:<18}{best:>8}{done:>6}{r.pruned:>7}{r.failed:>7}{r.running:>8}{full:>8}  {r.updated or '-'}"
+            f"{r.name:<20}{r.state:<18}{best:>8}{done:>6}{r.pruned:>7}{r.failed:>7}{r.running:>8}{full:>8}  {r.updated or '-'}{why}"
         )
     return "\n".join(lines)
 
 
 def study_status(name: str, studies_root: Path, storage: str | None = None) -> str:
-    """A readable report of one study: counts, top trials, baselines, full run."""
+    """A readable report of one study: state, counts, top trials, baselines, selection, full run."""
     spec = storage_spec(studies_root, name, storage)
-    study = load_study_readonly(spec, name)
-    trials = study.get_trials(deepcopy=False)
-    lines = [f"study {name}  ({spec.display})"]
-    count = {st.name.lower(): sum(1 for t in trials if t.state == st) for st in TrialState}
-    lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in count.items() if v))
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -(t.value or 0))
+    reader = StudyReader(open_readonly(spec), spec.display)
+    try:
+        trials = reader.trials(name)
+        record = reader.record(name, spec.study_dir, trials=trials)
+    finally:
+        reader.close()
+    lines = [f"study {name}  ({spec.display})", f"state: {record.state}"]
+    lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in record.counts.as_dict().items() if v))
+    done = sorted(
+        (t for t in trials if t.state == "COMPLETE" and t.value is not None), key=lambda t: -(t.value or 0)
+    )
     if done:
         lines.append("top trials:")
         for t in done[:5]:
             lines.append(
-                f"  #{t.number:<4} AP {t.value:.4f}  {t.user_attrs.get('baseline') or 'search':<16} {t.user_attrs.get('description', '')}"
+                f"  #{t.number:<4} AP {t.value:.4f}  {t.baseline or 'search':<16} {t.description or ''}"
             )
-        base = [t for t in done if t.user_attrs.get("baseline")]
+        base = [t for t in done if t.baseline]
         if base:
             lines.append("baselines:")
             for t in sorted(base, key=lambda t: t.number):
-                lines.append(f"  {t.user_attrs['baseline']:<18} AP {t.value:.4f}  (#{t.number})")
-    failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("requeued")]
+                lines.append(f"  {t.baseline:<18} AP {t.value:.4f}  (#{t.number})")
+    failed = [t for t in trials if t.state == "FAIL" and t.counted]
     for t in failed[-3:]:
-        lines.append(f"failed #{t.number}: {t.user_attrs.get('failure_reason', '?')}")
-    decision = load_decision(spec, name)
-    if decision is not None:
-        lines.extend(decision_lines(decision))
+        lines.append(f"failed #{t.number}: {t.failure_reason or '?'}")
+    if record.decision is not None:
+        lines.extend(decision_lines(record.decision))
     full = spec.study_dir / "full"
     if (full / "metrics.json").is_file():
         m = json.loads((full / "metrics.json").read_text())

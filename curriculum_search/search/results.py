@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from curriculum_search._version import __version__
 from curriculum_search.curriculum.recipe import Recipe, recipe_to_dict
 from curriculum_search.errors import StudyError
+from curriculum_search.search import attrs as A
 from curriculum_search.search.encoding import build_recipe, choice_from_dict
 from curriculum_search.search.options import SearchSummary
 from curriculum_search.search.space import SearchSpace
@@ -37,7 +38,7 @@ def summarize(study: optuna.Study, spec: StorageSpec) -> SearchSummary:
         finished_count(study),
         bt.number if bt else None,
         bt.value if bt else None,
-        bt.user_attrs.get("description") if bt else None,
+        bt.user_attrs.get(A.DESCRIPTION) if bt else None,
     )
 
 
@@ -64,7 +65,7 @@ def trial_recipe(
     space: SearchSpace, study: optuna.Study, trial: FrozenTrial, studies_root: Path, *, proxy: bool = False
 ) -> Recipe:
     """The recipe of ``trial``'s curriculum at proxy or full length, with provenance."""
-    choice = choice_from_dict(trial.user_attrs["curriculum"])
+    choice = choice_from_dict(trial.user_attrs[A.CURRICULUM])
     phase = space.proxy if proxy else space.full
     recipe = build_recipe(
         space, choice, iterations=phase.iterations, proxy=proxy, seed=space.seed, studies_root=studies_root
@@ -75,7 +76,7 @@ def trial_recipe(
             space,
             study.study_name,
             trial=trial.number,
-            baseline=trial.user_attrs.get("baseline"),
+            baseline=trial.user_attrs.get(A.BASELINE),
             proxy_ap=trial.value,
         )
     )
@@ -101,7 +102,7 @@ def export_trial_recipe(
         if not matches:
             raise StudyError(f"study {study_name_!r} has no trial {trial_number}")
         trial = matches[0]
-        if "curriculum" not in trial.user_attrs:
+        if A.CURRICULUM not in trial.user_attrs:
             raise StudyError(
                 f"trial {trial_number} of {study_name_!r} has no decoded curriculum (it never started)"
             )

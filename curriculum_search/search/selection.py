@@ -40,6 +40,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from curriculum_search.curriculum.recipe import Recipe, recipe_to_dict, save_recipe
 from curriculum_search.errors import StudyError
+from curriculum_search.search import attrs as A
+from curriculum_search.search.attrs import (  # the study format; re-exported here
+    DECISION,
+    SELECTION_OF,
+    SELECTION_SUFFIX,
+    is_selection_study,
+    selection_study_name,
+)
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import CurriculumChoice, build_recipe, choice_from_dict
 from curriculum_search.search.options import SearchOptions, study_name
@@ -79,25 +87,10 @@ from curriculum_search.utils.io import atomic_write_text, dump_yaml
 
 log = logging.getLogger(__name__)
 
-#: Suffix of the sibling study that holds a study's race runs.
-SELECTION_SUFFIX = ":selection"
-#: Study attribute of the selection study: the name of the search study it selects for.
-SELECTION_OF = "selection_of"
-#: Study attribute of the selection study: the decision and report (see :func:`summary`).
-DECISION = "decision"
 #: A race run interrupted this often (SIGKILL: OOM killer, operator) counts as failed.
 MAX_INTERRUPTIONS = 3
 #: Kendall τ at or below which the proxy is said to have carried no information.
 TAU_WARNING = 0.2
-
-
-def selection_study_name(name: str) -> str:
-    """The name of the study holding the race runs of study ``name``."""
-    return f"{name}{SELECTION_SUFFIX}"
-
-
-def is_selection_study(name: str) -> bool:
-    return name.endswith(SELECTION_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -119,7 +112,7 @@ def proxy_score(trial: FrozenTrial) -> float:
     """
     assert trial.value is not None
     values = [float(trial.value)]
-    bounds = trial.user_attrs.get("stage_boundaries") or []
+    bounds = trial.user_attrs.get(A.STAGE_BOUNDARIES) or []
     if len(bounds) >= 2 and trial.intermediate_values:
         start, end = bounds[-2], bounds[-1]
         tail = [s for s in trial.intermediate_values if start + (end - start) / 2 <= s < end]
@@ -142,15 +135,15 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "curriculum" in t.user_attrs and t.value is not None
+        if A.CURRICULUM in t.user_attrs and t.value is not None
     ]
     by_key: dict[str, FrozenTrial] = {}
     for t in sorted(done, key=lambda t: t.number):
-        key = t.user_attrs.get("curriculum_key") or choice_from_dict(t.user_attrs["curriculum"]).key
+        key = t.user_attrs.get(A.CURRICULUM_KEY) or choice_from_dict(t.user_attrs[A.CURRICULUM]).key
         prev = by_key.get(key)
-        if prev is None or (t.user_attrs.get("baseline") and not prev.user_attrs.get("baseline")):
+        if prev is None or (t.user_attrs.get(A.BASELINE) and not prev.user_attrs.get(A.BASELINE)):
             by_key[key] = t  # a baseline keeps its label when a searched trial repeats it
-    baselines = {k: t for k, t in by_key.items() if t.user_attrs.get("baseline")}
+    baselines = {k: t for k, t in by_key.items() if t.user_attrs.get(A.BASELINE)}
     if not baselines:
         raise StudyError(f"study {study.study_name!r}: no baseline has finished; run the search first")
     scores = {k: proxy_score(t) for k, t in by_key.items()}
@@ -159,13 +152,13 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
     incumbent = Candidate(
         Arm(
             inc_key,
-            str(inc_trial.user_attrs["baseline"]),
+            str(inc_trial.user_attrs[A.BASELINE]),
             "incumbent",
-            baseline=str(inc_trial.user_attrs["baseline"]),
+            baseline=str(inc_trial.user_attrs[A.BASELINE]),
             source_trial=inc_trial.number,
             proxy_score=scores[inc_key],
         ),
-        choice_from_dict(inc_trial.user_attrs["curriculum"]),
+        choice_from_dict(inc_trial.user_attrs[A.CURRICULUM]),
     )
     searched = sorted(
         (k for k in by_key if k not in baselines), key=lambda k: (-scores[k], by_key[k].number)
@@ -176,7 +169,7 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
         out.append(
             Candidate(
                 Arm(k, f"trial #{t.number}", "challenger", source_trial=t.number, proxy_score=scores[k]),
-                choice_from_dict(t.user_attrs["curriculum"]),
+                choice_from_dict(t.user_attrs[A.CURRICULUM]),
             )
         )
     if cfg.lr_matched and searched:
@@ -197,7 +190,7 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
             )
     alone = student_only_choice(space)
     if alone.key not in {c.arm.key for c in out}:
-        sb = next((t for k, t in baselines.items() if t.user_attrs.get("baseline") == STUDENT_ONLY), None)
+        sb = next((t for k, t in baselines.items() if t.user_attrs.get(A.BASELINE) == STUDENT_ONLY), None)
         out.append(
             Candidate(
                 Arm(
@@ -241,7 +234,7 @@ def _recover(study: optuna.Study, echo: Callable[[str], None]) -> None:
     checkpoint by the next plan, never counted as a result)."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        study._storage.set_trial_user_attr(t._trial_id, A.INTERRUPTED, True)
         study.tell(t.number, state=TrialState.FAIL)
     if stale:
         echo(f"selection: {len(stale)} interrupted race run(s) resume from their last checkpoint")
@@ -253,12 +246,12 @@ def race_results(study: optuna.Study) -> dict[RunKey, float | None]:
     kills: dict[RunKey, int] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         a = t.user_attrs
-        if "arm_key" not in a:
+        if A.ARM_KEY not in a:
             continue
-        key = (str(a["arm_key"]), int(a["iterations"]), int(a["seed"]))
+        key = (str(a[A.ARM_KEY]), int(a[A.ITERATIONS]), int(a[A.SEED]))
         if t.state == TrialState.COMPLETE:
             out[key] = t.value
-        elif not a.get("interrupted"):
+        elif not a.get(A.INTERRUPTED):
             out.setdefault(key, None)
         else:  # killed with its coordinator or by the OOM killer: run it again, but not forever
             kills[key] = kills.get(key, 0) + 1
@@ -306,17 +299,17 @@ def _launch(
     trial = study.ask()
     run_dir = _run_dir(spec, key)
     for k, v in {
-        "arm_key": key[0],
-        "arm": c.arm.label,
-        "role": c.arm.role,
-        "baseline": c.arm.baseline,
-        "source_trial": c.arm.source_trial,
-        "iterations": key[1],
-        "seed": key[2],
-        "rung": rung,
-        "curriculum": c.choice.as_dict(),
-        "description": c.choice.describe(),
-        "run_dir": str(run_dir.relative_to(spec.study_dir)),
+        A.ARM_KEY: key[0],
+        A.ARM: c.arm.label,
+        A.ROLE: c.arm.role,
+        A.BASELINE: c.arm.baseline,
+        A.SOURCE_TRIAL: c.arm.source_trial,
+        A.ITERATIONS: key[1],
+        A.SEED: key[2],
+        A.RUNG: rung,
+        A.CURRICULUM: c.choice.as_dict(),
+        A.DESCRIPTION: c.choice.describe(),
+        A.RUN_DIR: str(run_dir.relative_to(spec.study_dir)),
     }.items():
         trial.set_user_attr(k, v)
     recipe = _recipe(space, c, key, opts, "selection")
@@ -342,19 +335,19 @@ def _launch(
 def _finish(study: optuna.Study, r: _Running) -> str:
     result, wall, killed = finish(r.process)
     trial = r.trial
-    trial.set_user_attr("wall_time_s", round(wall, 2))
+    trial.set_user_attr(A.WALL_TIME_S, round(wall, 2))
     if killed and result.state == "fail":  # not the run's fault: run it again (see race_results)
-        trial.set_user_attr("interrupted", True)
-    label = f"{trial.user_attrs['arm']:<28} {r.key[1]:>5} it  seed {r.key[2]}"
+        trial.set_user_attr(A.INTERRUPTED, True)
+    label = f"{trial.user_attrs[A.ARM]:<28} {r.key[1]:>5} it  seed {r.key[2]}"
     if result.state == "complete" and result.value is not None:
-        trial.set_user_attr("metrics", result.metrics)
+        trial.set_user_attr(A.METRICS, result.metrics)
         if result.report_values:
-            trial.set_user_attr("report_ap", result.report_values[0])
-            trial.set_user_attr("report_metrics", result.report_metrics)
+            trial.set_user_attr(A.REPORT_AP, result.report_values[0])
+            trial.set_user_attr(A.REPORT_METRICS, result.report_metrics)
         study.tell(trial, float(result.value))
         rep = f"  (report split {result.report_values[0]:.4f})" if result.report_values else ""
         return f"race  {label}  AP {result.value:.4f}{rep}  {wall:4.0f}s"
-    trial.set_user_attr("failure_reason", result.reason or "unknown")
+    trial.set_user_attr(A.FAILURE_REASON, result.reason or "unknown")
     study.tell(trial, state=TrialState.FAIL)
     return f"race  {label}  FAILED: {result.reason}"
 
@@ -456,8 +449,8 @@ def _report_values(
     by_seed: dict[int, float] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         a = t.user_attrs
-        if a.get("arm_key") == key and a.get("iterations") == iterations and "report_ap" in a:
-            by_seed[int(a["seed"])] = float(a["report_ap"])
+        if a.get(A.ARM_KEY) == key and a.get(A.ITERATIONS) == iterations and A.REPORT_AP in a:
+            by_seed[int(a[A.SEED])] = float(a[A.REPORT_AP])
     vals = [by_seed.get(s) for s in seeds]
     return None if any(v is None for v in vals) else [float(v) for v in vals if v is not None]
 

@@ -15,9 +15,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from curriculum_search._version import __version__
 from curriculum_search.errors import ConfigError, StudyError
+from curriculum_search.search import attrs as A
 from curriculum_search.search.baselines import baseline_choices, student_only_params
 from curriculum_search.search.encoding import min_stage_iterations
 from curriculum_search.search.options import SearchOptions, study_name
+from curriculum_search.search.reader import is_counted
 from curriculum_search.search.space import (
     SearchSpace,
     make_pruner,
@@ -70,15 +72,15 @@ def open_study(
                 opts.space_file, f"teachers.{tname}.checkpoint", f"{entry.checkpoint}: checkpoint not found"
             )
     phash = pool_hash(space)
-    if "pool_hash" not in attrs:
-        study.set_user_attr("pool_hash", phash)
-        study.set_user_attr("space", to_dict(space))
-        study.set_user_attr("space_file", str(opts.space_file) if opts.space_file else None)
-        study.set_user_attr("package_version", __version__)
-        study.set_user_attr("created", datetime.now(UTC).isoformat(timespec="seconds"))
-    elif attrs["pool_hash"] != phash:
+    if A.POOL_HASH not in attrs:
+        study.set_user_attr(A.POOL_HASH, phash)
+        study.set_user_attr(A.SPACE, to_dict(space))
+        study.set_user_attr(A.SPACE_FILE, str(opts.space_file) if opts.space_file else None)
+        study.set_user_attr(A.PACKAGE_VERSION, __version__)
+        study.set_user_attr(A.CREATED, datetime.now(UTC).isoformat(timespec="seconds"))
+    elif attrs[A.POOL_HASH] != phash:
         raise StudyError(
-            f"{spec.display}: the teacher pool of study {name!r} changed (study {attrs['pool_hash']}, space {phash}); "
+            f"{spec.display}: the teacher pool of study {name!r} changed (study {attrs[A.POOL_HASH]}, space {phash}); "
             "a study keeps its pool: run with --name NEW to start a new study"
         )
     return study
@@ -94,14 +96,14 @@ def first_stage_min(space: SearchSpace) -> int:
 def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int:
     """Fail and re-queue trials left RUNNING by a killed coordinator (local storages only)."""
     n = 0
-    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    retried = {t.user_attrs.get(A.RETRY_OF) for t in study.get_trials(deepcopy=False)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.number not in retried:  # retry first: killed before the FAIL below, it is not doubled
             enqueue_retry(study, t)
         study._storage.set_trial_user_attr(
-            t._trial_id, "failure_reason", "interrupted: the process running it stopped"
+            t._trial_id, A.FAILURE_REASON, "interrupted: the process running it stopped"
         )
-        study._storage.set_trial_user_attr(t._trial_id, "requeued", True)
+        study._storage.set_trial_user_attr(t._trial_id, A.REQUEUED, True)
         study.tell(t.number, state=TrialState.FAIL)
         n += 1
     if n:
@@ -112,50 +114,44 @@ def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int
 def enqueue_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str | None = None) -> None:
     """Queue ``trial``'s curriculum again; its run folder is keyed by the curriculum, so the retry
     resumes from the last checkpoint."""
-    keep = {
-        k: v
-        for k, v in trial.user_attrs.items()
-        if k in ("baseline", "curriculum", "curriculum_key", "description")
-    }
-    keep["retry_of"] = trial.number
+    keep = {k: v for k, v in trial.user_attrs.items() if k in A.RETRY_KEEPS}
+    keep[A.RETRY_OF] = trial.number
     if reason:
-        keep["retry_reason"] = reason
+        keep[A.RETRY_REASON] = reason
     study.enqueue_trial(trial.params, user_attrs=keep, skip_if_exists=False)
 
 
 def finished_count(study: optuna.Study) -> int:
-    return sum(
-        1 for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get("requeued")
-    )
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if is_counted(t.user_attrs))
 
 
 # -- baselines ------------------------------------------------------------------------------------
 def enqueue_baselines(space: SearchSpace, study: optuna.Study, opts: SearchOptions) -> None:
     """Enqueue student-only, direct-strongest, weak->strong and heuristic-order trials (once)."""
-    if study.user_attrs.get("baselines_enqueued"):
+    if study.user_attrs.get(A.BASELINES_ENQUEUED):
         return
     from curriculum_search.zoo import describe_pool
 
     infos = describe_pool(
         space, opts.studies_root, device=opts.device, evaluate_missing=True, source=opts.space_file
     )
-    study.set_user_attr("teacher_info", [i.as_dict() for i in infos])
+    study.set_user_attr(A.TEACHER_INFO, [i.as_dict() for i in infos])
     ap = {i.name: float(i.ap or 0.0) for i in infos}
     order: list[str] | None = None
     try:
         order = _heuristic(space, opts, ap)
-        study.set_user_attr("heuristic_order", order)
+        study.set_user_attr(A.HEURISTIC_ORDER, order)
     except Exception as exc:  # the heuristic is a warm start, never a blocker
         log.warning("adaptation-cost heuristic failed (%s); skipping that baseline", exc)
     baselines = baseline_choices(space, ap, order)
-    have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+    have = {t.user_attrs.get(A.BASELINE) for t in study.get_trials(deepcopy=False)}
     for name, params in baselines.items():
         if name in have:  # enqueued by a start that was killed before the end of this loop
             continue
         if params is None:  # student-only: carry a full parameter set (see baselines.py)
             params = student_only_params(space, ap)
-        study.enqueue_trial(params, user_attrs={"baseline": name})
-    study.set_user_attr("baselines_enqueued", True)
+        study.enqueue_trial(params, user_attrs={A.BASELINE: name})
+    study.set_user_attr(A.BASELINES_ENQUEUED, True)
     opts.echo(f"enqueued baselines: {', '.join(baselines)}")
 
 
@@ -211,8 +207,8 @@ def ensure_zoo(space: SearchSpace, opts: SearchOptions) -> None:
 
 
 def space_of(study: optuna.Study) -> SearchSpace:
-    if "space" not in study.user_attrs:
+    if A.SPACE not in study.user_attrs:
         raise StudyError(
             f"study {study.study_name!r} was not created by curriculum_search (no space attribute)"
         )
-    return space_from_dict(study.user_attrs["space"])
+    return space_from_dict(study.user_attrs[A.SPACE])
