@@ -110,25 +110,28 @@ def test_real_study_loads_like_optuna_reads_it(real_studies: Path) -> None:
     assert [t["name"] for t in data.teacher_info] == ["a", "b"]
 
 
-def test_fast_sql_reader_equals_the_storage_api(fake_studies: Path) -> None:
+def test_reader_equals_optunas_own_get_trials(fake_studies: Path) -> None:
+    """The dashboard reads with Optuna's storage API (no SQL of its own): the same frames as
+    Optuna's own ``study.get_trials()``, and a re-read through a kept reader is the same again."""
     src = _source(fake_studies, "fake")
-    fast = dd.load_study(src)
-    storage = dd.open_readonly_storage(src.url)
-    try:
-        sid = storage.get_study_id_from_name("fake")
-        slow = dd.build_study_data(src, "maximize", {}, storage.get_all_trials(sid, deepcopy=False))
-    finally:
-        dd.close_storage(storage)
-    pd.testing.assert_frame_equal(fast.trials, slow.trials)
-    pd.testing.assert_frame_equal(fast.curves, slow.curves)
-    pd.testing.assert_frame_equal(fast.stages, slow.stages)
-    assert fast.trial_attrs == slow.trial_attrs and fast.trial_params == slow.trial_params
-    assert fast.constraint_names == ("proxy_cost",)
+    reader = dd.open_reader(src.url)
+    data = dd.load_study(src, reader)
+    trials = optuna.load_study(study_name="fake", storage=f"sqlite:///{fake_studies / 'fake' / 'study.db'}")
+    ref = dd.build_study_data(src, "maximize", {}, trials.get_trials())
+    again = dd.load_study(src, reader)  # finished trials from Optuna's cache, the rest re-read
+    for other in (ref, again):
+        pd.testing.assert_frame_equal(data.trials, other.trials)
+        pd.testing.assert_frame_equal(data.curves, other.curves)
+        pd.testing.assert_frame_equal(data.stages, other.stages)
+        assert data.trial_attrs == other.trial_attrs and data.trial_params == other.trial_params
+        assert data.tally == other.tally
+    assert data.constraint_names == ("proxy_cost",)
     # constraint value = proxy cost - cap, feasible when <= 0
-    cap = fast.cost_cap
-    done = fast.trials[fast.trials["state"] == "COMPLETE"]
+    cap = data.cost_cap
+    done = data.trials[data.trials["state"] == "COMPLETE"]
     assert cap is not None and np.allclose(done["constraint"], done["proxy_cost"] - cap)
     assert list(done["feasible"]) == list(done["proxy_cost"] <= cap)
+    assert not hasattr(dd, "_fast_rdb_trials")
 
 
 def test_reading_creates_no_file_and_leaves_a_checkpointed_wal_study_alone(tmp_path: Path) -> None:

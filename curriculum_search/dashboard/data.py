@@ -35,7 +35,9 @@ from typing import Any
 import pandas as pd
 
 from curriculum_search.errors import StudyError
-from curriculum_search.search.selection import DECISION, is_selection_study, selection_study_name
+from curriculum_search.search import attrs as A
+from curriculum_search.search import reader as R
+from curriculum_search.search.reader import StudyReader, TrialCounts, TrialRecord
 from curriculum_search.search.storage import SQLITE_MAGIC as _SQLITE_MAGIC
 from curriculum_search.search.storage import readonly_sqlite_url
 from curriculum_search.utils.io import dump_yaml
@@ -188,6 +190,25 @@ def close_storage(storage: Any) -> None:
         engine.dispose()
 
 
+def open_reader(url: str) -> StudyReader:
+    """A :class:`~curriculum_search.search.reader.StudyReader` on :func:`open_readonly_storage`.
+
+    Keep it (the pages keep one per :func:`reader_key`) to make re-reads fetch only new and
+    unfinished trials; :func:`load_study` releases its connections after each read.
+    """
+    path = sqlite_path(url)
+    return StudyReader(open_readonly_storage(url), str(path) if path is not None else redact_url(url))
+
+
+def reader_key(url: str) -> str:
+    """The URL a reader of ``url`` opens now: a SQLite study is read with ``immutable=1`` only while
+    no writer has it open (see :func:`readonly_sqlite_url`), so a kept reader is keyed by this."""
+    path = sqlite_path(url)
+    if path is None or not path.is_file():
+        return url
+    return readonly_sqlite_url(path)
+
+
 def _first_line(exc: BaseException) -> str:
     """First line of the root cause of ``exc`` (Optuna wraps SQLAlchemy wraps sqlite3)."""
     while exc.__cause__ is not None:
@@ -242,20 +263,19 @@ def discover(studies_dir: Path, storages: Sequence[str] = ()) -> Discovery:
             continue
         where = redact_url(url)
         try:
-            storage = open_readonly_storage(url)
+            reader = open_reader(url)
             try:
-                names = optuna.get_all_study_names(storage=storage)
+                all_names = optuna.get_all_study_names(storage=reader.storage)
+                names = reader.names()  # a study's race runs are shown on that study's pages
             finally:
-                close_storage(storage)
+                reader.close()
         except Exception as exc:
             problems.append(Problem(where, str(_storage_error(where, exc))))
             continue
-        if not names:
+        if not all_names:
             problems.append(Problem(where, f"{where}: holds no study yet"))
         path = sqlite_path(url)
         for name in names:
-            if is_selection_study(name):  # a study's race runs: shown on that study's pages
-                continue
             ident = (name, str(path.resolve()) if path is not None else url)
             if ident in seen:
                 continue
@@ -332,6 +352,10 @@ class StudyData:
         trial_params: number -> Optuna parameters of the trial.
         param_info: parameter name -> distribution summary.
         loaded_at: when this was read (UTC).
+        constraint_names: names of the trials' constraints.
+        tally: the trials counted by the reader's count rule (a re-queued trial is counted by its
+            retry); the study table, the overview and ``studies`` all show these numbers.
+        race_running / decision: a race run of the selection study is running; the race's decision.
     """
 
     source: StudySource
@@ -345,13 +369,17 @@ class StudyData:
     param_info: dict[str, ParamInfo]
     loaded_at: datetime
     constraint_names: tuple[str, ...] = ()
+    tally: TrialCounts = field(default_factory=TrialCounts)
+    race_running: bool = False
+    decision: dict[str, Any] | None = None
 
     @property
     def maximize(self) -> bool:
         return self.direction != "minimize"
 
     def counts(self) -> dict[str, int]:
-        """Number of trials in each state of :data:`STATES`."""
+        """Number of trials in each Optuna state of :data:`STATES` (re-queued trials are FAIL here;
+        :attr:`tally` applies the count rule)."""
         vc = self.trials["state"].value_counts() if len(self.trials) else pd.Series(dtype=int)
         return {s: int(vc.get(s, 0)) for s in STATES}
 
@@ -389,14 +417,14 @@ class StudyData:
             else:
                 out[name] = rows.sort_values("number").iloc[-1]
         if "student_only" not in out:
-            row = _attr_baseline(self.attrs.get("student_only"))
+            row = _attr_baseline(self.attrs.get(A.STUDENT_ONLY_RESULT))
             if row is not None:
                 out = {"student_only": row, **out}
         return out
 
     @property
     def teacher_info(self) -> list[dict[str, Any]]:
-        info = self.attrs.get("teacher_info") or []
+        info = self.attrs.get(A.TEACHER_INFO) or []
         return [dict(t) for t in info if isinstance(t, Mapping) and "name" in t]
 
     @property
@@ -410,18 +438,12 @@ class StudyData:
 
     @property
     def target_trials(self) -> int | None:
-        value = self.attrs.get("target_trials")
-        if value is None:
-            value = (self.attrs.get("space") or {}).get("trials")
-        try:
-            return int(value) if value is not None else None
-        except (TypeError, ValueError):
-            return None
+        return R.target_of(self.attrs)
 
     @property
     def cost_cap(self) -> float | None:
         """``constraints.max_proxy_cost`` of the study's space, if set."""
-        space = self.attrs.get("space") or {}
+        space = self.attrs.get(A.SPACE) or {}
         cap = (space.get("constraints") or {}).get("max_proxy_cost") if isinstance(space, Mapping) else None
         return float(cap) if isinstance(cap, int | float) else None
 
@@ -456,157 +478,60 @@ def _attr_baseline(value: Any) -> pd.Series | None:
     )
 
 
-def load_study(source: StudySource) -> StudyData:
-    """Read one study (all trials, once) into a :class:`StudyData`.
+def load_study(source: StudySource, reader: StudyReader | None = None) -> StudyData:
+    """Read one study (all trials, with Optuna's storage API) into a :class:`StudyData`.
+
+    ``reader``: a kept reader of the study's storage (:func:`open_reader`); a re-read through it
+    fetches only new and unfinished trials. Without one, a reader is opened for this read.
 
     Raises:
         StudyError: one line saying why the study cannot be read.
     """
+    import optuna
+
     where = source.location
-    storage = open_readonly_storage(source.url)
+    if reader is None:
+        reader = open_reader(source.url)
     try:
         try:
-            study_id = storage.get_study_id_from_name(source.name)
-        except KeyError:
-            import optuna
-
-            names = optuna.get_all_study_names(storage=storage)
-            found = f"; it holds {', '.join(sorted(names))}" if names else "; it holds no study"
-            raise StudyError(f"{where}: no study named {source.name!r}{found}") from None
-        directions = storage.get_study_directions(study_id)
-        attrs = dict(storage.get_study_user_attrs(study_id))
-        trials = _fast_rdb_trials(storage, study_id)
-        if trials is None:
-            trials = storage.get_all_trials(study_id, deepcopy=False)
-    except StudyError:
-        raise
-    except Exception as exc:
-        raise _storage_error(where, exc) from None
+            if not reader.has_study(source.name):
+                names = optuna.get_all_study_names(storage=reader.storage)
+                found = f"; it holds {', '.join(sorted(names))}" if names else "; it holds no study"
+                raise StudyError(f"{where}: no study named {source.name!r}{found}")
+            trials = reader.trials(source.name)
+            attrs = reader.attrs(source.name)
+            direction = reader.direction(source.name)
+            race = reader.race(source.name) or ()
+            decision = reader.decision(source.name)
+        except StudyError as exc:
+            if exc.__cause__ is not None:  # the reader's wrapping of a storage error
+                raise _storage_error(where, exc.__cause__) from None
+            raise
+        except Exception as exc:
+            raise _storage_error(where, exc) from None
     finally:
-        close_storage(storage)
-    direction = "minimize" if directions and directions[0].name == "MINIMIZE" else "maximize"
-    return build_study_data(source, direction, attrs, trials)
-
-
-@dataclass
-class LiteTrial:
-    """The fields of a :class:`optuna.trial.FrozenTrial` the dashboard uses (fast RDB path)."""
-
-    number: int
-    state: Any
-    value: float | None
-    datetime_start: datetime | None
-    datetime_complete: datetime | None
-    params: dict[str, Any] = field(default_factory=dict)
-    distributions: dict[str, Any] = field(default_factory=dict)
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-    intermediate_values: dict[int, float] = field(default_factory=dict)
-    constraints: dict[str, float] = field(default_factory=dict)
-
-
-_FLOAT_TYPES = {"FINITE": None, "INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
-
-
-def _fast_rdb_trials(storage: Any, study_id: int) -> list[LiteTrial] | None:
-    """All trials of a study read with six plain SQL queries on Optuna's RDB schema.
-
-    ``RDBStorage.get_all_trials`` builds ~40 ORM objects per trial (about 1.8 s for 1,000 trials on
-    a small CPU); these queries read the same rows in a fraction of that. Returns ``None`` for
-    non-RDB storages or when the schema is not the expected one, so the caller falls back to the
-    storage API. Rows of a trial committed between two queries are ignored until the next load.
-    """
-    engine = getattr(storage, "engine", None)
-    if engine is None:
-        return None
-    try:
-        import sqlalchemy
-        from optuna.distributions import json_to_distribution
-        from optuna.trial import TrialState
-
-        join = "JOIN trials t ON x.trial_id = t.trial_id WHERE t.study_id = :sid"
-        queries = {
-            "trials": "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
-            "WHERE study_id = :sid ORDER BY number",
-            "values": f"SELECT x.trial_id, x.objective, x.value, x.value_type FROM trial_values x {join}",
-            "params": f"SELECT x.trial_id, x.param_name, x.param_value, x.distribution_json FROM trial_params x {join} "
-            "ORDER BY x.param_id",
-            "user": f"SELECT x.trial_id, x.key, x.value_json FROM trial_user_attributes x {join}",
-            "system": f"SELECT x.trial_id, x.key, x.value_json FROM trial_system_attributes x {join} "
-            "AND x.key LIKE 'constraints%'",
-            "inter": "SELECT x.trial_id, x.step, x.intermediate_value, x.intermediate_value_type "
-            f"FROM trial_intermediate_values x {join}",
-        }
-        with engine.connect() as conn:
-            rows = {k: conn.execute(sqlalchemy.text(q), {"sid": study_id}).all() for k, q in queries.items()}
-        by_id: dict[int, LiteTrial] = {}
-        for trial_id, number, state, start, complete in rows["trials"]:
-            by_id[int(trial_id)] = LiteTrial(
-                number=int(number),
-                state=TrialState[str(state)],
-                value=None,
-                datetime_start=_stored_utc(start),
-                datetime_complete=_stored_utc(complete),
-            )
-        for trial_id, objective, value, vtype in rows["values"]:
-            t = by_id.get(int(trial_id))
-            if t is not None and int(objective) == 0:
-                special = _FLOAT_TYPES[str(vtype)]
-                t.value = float(value) if special is None else special
-        dists: dict[str, Any] = {}
-        for trial_id, name, value, dist_json in rows["params"]:
-            t = by_id.get(int(trial_id))
-            if t is None:
-                continue
-            dist = dists.get(dist_json)
-            if dist is None:
-                dist = dists[dist_json] = json_to_distribution(dist_json)
-            t.params[name] = dist.to_external_repr(value)
-            t.distributions[name] = dist
-        for trial_id, key, value_json in rows["user"]:
-            t = by_id.get(int(trial_id))
-            if t is not None:
-                t.user_attrs[key] = json.loads(value_json)
-        for trial_id, key, value_json in rows["system"]:
-            t = by_id.get(int(trial_id))
-            if t is None:
-                continue
-            value = json.loads(value_json)
-            if key == "constraints" and isinstance(value, list):
-                t.constraints.update({str(i): float(c) for i, c in enumerate(value)})
-            elif key.startswith("constraints:"):
-                t.constraints[key.split(":", 1)[1]] = float(value)
-        for trial_id, step, value, vtype in rows["inter"]:
-            t = by_id.get(int(trial_id))
-            if t is not None:
-                special = _FLOAT_TYPES[str(vtype)]
-                t.intermediate_values[int(step)] = float(value) if special is None else special
-    except Exception:
-        return None
-    return sorted(by_id.values(), key=lambda t: t.number)
-
-
-def _stored_utc(value: Any) -> datetime | None:
-    """A naive-UTC datetime column (a string on SQLite) as an aware UTC datetime."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    """Optuna's datetimes are naive *local* time (RDB) or aware (journal); return aware UTC."""
-    if value is None:
-        return None
-    return value.astimezone(UTC)
+        reader.close()
+    return build_study_data(
+        source,
+        direction,
+        attrs,
+        trials,
+        race_running=any(t.state == "RUNNING" for t in race),
+        decision=decision,
+    )
 
 
 def build_study_data(
-    source: StudySource, direction: str, attrs: Mapping[str, Any], trials: Sequence[Any]
+    source: StudySource,
+    direction: str,
+    attrs: Mapping[str, Any],
+    trials: Sequence[Any],
+    *,
+    race_running: bool = False,
+    decision: Mapping[str, Any] | None = None,
 ) -> StudyData:
-    """Turn frozen trials into the frames of :class:`StudyData` (one pass over the trials)."""
+    """Turn trial records (or Optuna trials) into the frames of :class:`StudyData` (one pass)."""
+    records = [t if isinstance(t, TrialRecord) else TrialRecord.of(t) for t in trials]
     rows: list[dict[str, Any]] = []
     curve_rows: list[tuple[int, int, float]] = []
     stage_rows: list[tuple[int, int, str, int, int, int]] = []
@@ -614,16 +539,15 @@ def build_study_data(
     trial_params: dict[int, dict[str, Any]] = {}
     param_info: dict[str, ParamInfo] = {}
     constraint_names: set[str] = set()
-    for t in trials:
-        ua = dict(t.user_attrs)
-        n = int(t.number)
-        trial_attrs[n] = ua
+    for t in records:
+        n = t.number
+        trial_attrs[n] = dict(t.user_attrs)
         trial_params[n] = dict(t.params)
         for name, dist in t.distributions.items():
             if name not in param_info:
                 param_info[name] = _param_info(dist)
-        cur = as_mapping(ua.get("curriculum"))
-        stages = _stages_of(cur, ua.get("stage_boundaries"))
+        cur = t.curriculum
+        stages = _stages_of(cur, list(t.stage_boundaries))
         for pos, (teacher, start, end) in enumerate(stages, start=1):
             stage_rows.append((n, pos, teacher, start, end, end - start))
         inter = t.intermediate_values
@@ -632,39 +556,39 @@ def build_study_data(
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 curve_rows.append((n, int(step), float(v)))
         last_step = max(inter) if inter else None
-        constraints = _constraints(t)
+        constraints = dict(t.constraints)
         constraint_names.update(constraints)
         worst = max(constraints.values()) if constraints else math.nan
-        metrics = as_mapping(ua.get("metrics"))
         teachers = [s[0] for s in stages]
-        baseline = str(ua.get("baseline") or "")
+        baseline = t.baseline or ""
         row: dict[str, Any] = {
             "number": n,
-            "state": t.state.name,
-            "value": float(t.value) if t.value is not None else math.nan,
+            "state": t.state,
+            "value": t.value if t.value is not None else math.nan,
             "baseline": baseline,
             "kind": "baseline" if baseline else "search",
-            "description": str(ua.get("description") or _describe(cur)),
+            "description": t.description or _describe(cur),
             "teachers": " → ".join(teachers) if teachers else ("(student only)" if cur else ""),
             "first_teacher": teachers[0] if teachers else "",
             "last_teacher": teachers[-1] if teachers else "",
             "n_stages": len(stages) if cur else math.nan,
             "total_iterations": to_float(cur.get("total_iterations")),
-            "proxy_cost": to_float(ua.get("proxy_cost")),
+            "proxy_cost": to_float(t.proxy_cost),
             "constraint": worst,
             "feasible": (worst <= 0) if constraints else None,
-            "wall_time_s": to_float(ua.get("wall_time_s")),
-            "start": _as_utc(t.datetime_start),
-            "complete": _as_utc(t.datetime_complete),
+            "wall_time_s": to_float(t.wall_time_s),
+            "start": t.start,
+            "complete": t.complete,
             "last_step": last_step,
             "last_value": float(inter[last_step]) if last_step is not None else math.nan,
-            "pruned_at": to_float(ua.get("pruned_at")),
-            "failure_reason": str(ua.get("failure_reason") or ""),
-            "reused_from": to_float(ua.get("reused_from")),
-            "retry_of": to_float(ua.get("retry_of")),
-            "curriculum_key": str(ua.get("curriculum_key") or cur.get("key") or ""),
-            "run_dir": str(ua.get("run_dir") or ""),
-            "ap50": to_float(metrics.get("ap50")),
+            "pruned_at": to_float(t.pruned_at),
+            "failure_reason": t.failure_reason or "",
+            "reused_from": to_float(t.reused_from),
+            "retry_of": to_float(t.retry_of),
+            "requeued": t.requeued,
+            "curriculum_key": str(t.curriculum_key or cur.get("key") or ""),
+            "run_dir": t.run_dir or "",
+            "ap50": to_float(t.metrics.get("ap50")),
         }
         for name, value in t.params.items():
             row[f"param:{name}"] = value
@@ -693,6 +617,9 @@ def build_study_data(
         param_info=param_info,
         loaded_at=datetime.now(UTC),
         constraint_names=tuple(sorted(constraint_names)),
+        tally=R.count_trials(records),
+        race_running=race_running,
+        decision=dict(decision) if decision is not None else None,
     )
 
 
@@ -720,6 +647,7 @@ _TRIAL_COLUMNS = [
     "failure_reason",
     "reused_from",
     "retry_of",
+    "requeued",
     "curriculum_key",
     "run_dir",
     "ap50",
@@ -739,14 +667,6 @@ def to_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _constraints(trial: Any) -> dict[str, float]:
-    try:
-        values = trial.constraints
-    except Exception:
-        return {}
-    return {str(k): float(v) for k, v in (values or {}).items()}
 
 
 def _param_info(dist: Any) -> ParamInfo:
@@ -1010,10 +930,9 @@ class FullRun:
 
     @property
     def state(self) -> str:
-        """``running`` / ``done`` / ``failed`` from ``status.json``; ``done`` if only metrics exist."""
-        if self.status and self.status.get("state"):
-            return str(self.status["state"])
-        return "done" if self.metrics else "running" if self.history else "unknown"
+        """``running`` / ``done`` / ``failed`` from ``status.json``; ``done`` if only metrics exist
+        (the reader's :func:`~curriculum_search.search.reader.full_run_state`)."""
+        return R.full_run_state(self.status, self.metrics, bool(self.history))
 
 
 def load_full_run(source: StudySource) -> FullRun | None:
@@ -1051,39 +970,37 @@ class Race:
 RACE_COLUMNS = ("number", "state", "arm", "role", "iterations", "seed", "value", "report_ap", "description")
 
 
-def load_race(source: StudySource) -> Race | None:
+def load_race(source: StudySource, reader: StudyReader | None = None) -> Race | None:
     """The race runs (study ``<name>:selection`` in the same storage), or ``None`` before any."""
-    storage = open_readonly_storage(source.url)
+    if reader is None:
+        reader = open_reader(source.url)
     try:
-        try:
-            study_id = storage.get_study_id_from_name(selection_study_name(source.name))
-        except KeyError:
-            return None
-        attrs = dict(storage.get_study_user_attrs(study_id))
-        trials = storage.get_all_trials(study_id, deepcopy=False)
+        race = reader.race(source.name)
+        decision = reader.decision(source.name) if race is not None else None
+    except StudyError as exc:
+        raise _storage_error(source.location, exc.__cause__ or exc) from None
     except Exception as exc:
         raise _storage_error(source.location, exc) from None
     finally:
-        close_storage(storage)
+        reader.close()
+    if race is None:
+        return None
     rows = [
         {
             "number": t.number,
-            "state": t.state.name.lower(),
-            "arm": t.user_attrs.get("arm"),
-            "role": t.user_attrs.get("role"),
-            "iterations": t.user_attrs.get("iterations"),
-            "seed": t.user_attrs.get("seed"),
+            "state": t.state.lower(),
+            "arm": t.arm,
+            "role": t.role,
+            "iterations": t.iterations,
+            "seed": t.seed,
             "value": t.value if t.value is not None else math.nan,
-            "report_ap": t.user_attrs.get("report_ap", math.nan),
-            "description": t.user_attrs.get("description", ""),
+            "report_ap": t.report_ap if t.report_ap is not None else math.nan,
+            "description": t.description or "",
         }
-        for t in trials
-        if not t.user_attrs.get("interrupted")
+        for t in race
+        if not t.interrupted
     ]
-    decision = attrs.get(DECISION)
-    return Race(
-        pd.DataFrame(rows, columns=list(RACE_COLUMNS)), decision if isinstance(decision, dict) else None
-    )
+    return Race(pd.DataFrame(rows, columns=list(RACE_COLUMNS)), decision)
 
 
 def recipe_stages(path: Path) -> tuple[list[int], list[str]]:
@@ -1119,39 +1036,27 @@ def recipe_stages(path: Path) -> tuple[list[int], list[str]]:
 
 
 def study_state(data: StudyData, full: FullRun | None) -> str:
-    """One word for where a study stands.
+    """One word for where a study stands: the reader's
+    :func:`~curriculum_search.search.reader.study_state` (the ``studies`` command shows the same).
 
-    ``empty`` (no trial), ``full run`` / ``done`` / ``full run failed`` (full-length run state),
-    ``searching`` (a trial is running), ``searched`` (target reached) or ``stopped``
-    (fewer finished trials than targeted and nothing running: re-run the command to resume).
+    ``empty`` (no trial), ``full run`` / ``done`` / ``full run failed`` / ``full run interrupted``
+    (full-length run state), ``searching`` (a trial is running), ``selecting`` (a race run is
+    running), ``selected`` (the race decided), ``searched`` (target reached) or ``stopped`` (fewer
+    finished trials than targeted and nothing running: re-run the command to resume).
     """
-    counts = data.counts()
-    if full is not None:
-        state = full.state
-        if state == "running":
-            return "full run"
-        if state == "done":
-            return "done"
-        if state == "failed":
-            return "full run failed"
-        if state == "interrupted":
-            return "full run interrupted"
-    if not len(data.trials):
-        return "empty"
-    if counts["RUNNING"]:
-        return "searching"
-    finished = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
-    target = data.target_trials
-    if target is not None and finished >= target:
-        return "searched"
-    return "stopped" if target is not None else "idle"
+    return R.study_state(
+        data.tally,
+        data.target_trials,
+        full=full.state if full is not None else None,
+        race_running=data.race_running,
+        decided=data.decision is not None,
+    )
 
 
 def summary_row(data: StudyData, full: FullRun | None) -> dict[str, Any]:
-    """The study-table row of a study."""
-    counts = data.counts()
+    """The study-table row of a study (counts by the reader's count rule)."""
+    tally = data.tally
     best = data.best()
-    finished = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
     target = data.target_trials
     full_ap = to_float((full.metrics or {}).get("ap")) if full is not None else math.nan
     return {
@@ -1159,13 +1064,13 @@ def summary_row(data: StudyData, full: FullRun | None) -> dict[str, Any]:
         "state": study_state(data, full),
         "best AP": float(best["value"]) if best is not None else math.nan,
         "best trial": int(best["number"]) if best is not None else None,
-        "progress": finished / target if target else math.nan,
-        "finished": finished,
+        "progress": tally.finished / target if target else math.nan,
+        "finished": tally.finished,
         "target": target,
-        "complete": counts["COMPLETE"],
-        "pruned": counts["PRUNED"],
-        "failed": counts["FAIL"],
-        "running": counts["RUNNING"],
+        "complete": tally.complete,
+        "pruned": tally.pruned,
+        "failed": tally.failed,
+        "running": tally.running,
         "compute (h)": float(data.trials["wall_time_s"].sum(skipna=True)) / 3600.0
         if len(data.trials)
         else 0.0,
@@ -1178,7 +1083,7 @@ def summary_row(data: StudyData, full: FullRun | None) -> dict[str, Any]:
 
 def error_row(source: StudySource, message: str) -> dict[str, Any]:
     """The study-table row of a study that could not be read."""
-    return {"study": source.name, "state": "unreadable", "location": source.location, "error": message}
+    return {"study": source.name, "state": R.UNREADABLE, "location": source.location, "error": message}
 
 
 # -- recipes --------------------------------------------------------------------------------------
@@ -1229,8 +1134,8 @@ def recipe_yaml(
     payload = {
         "study": source.name,
         "trial": trial_number,
-        "description": attrs.get("description", ""),
-        "curriculum": attrs.get("curriculum", {}),
+        "description": attrs.get(A.DESCRIPTION, ""),
+        "curriculum": attrs.get(A.CURRICULUM, {}),
         "params": data.trial_params.get(trial_number, {}),
         "note": f"curriculum only: {note}",
     }

@@ -64,11 +64,23 @@ def cached_discovery(studies_dir: str, storages: tuple[str, ...]) -> dd.Discover
     return dd.discover(Path(studies_dir), storages)
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def cached_reader(read_url: str, url: str) -> dd.StudyReader:
+    """One study reader per storage and read URL, kept across reruns: Optuna caches finished trials
+    (they cannot change), so a re-read after a change fetches only new and unfinished trials."""
+    return dd.open_reader(url)
+
+
+def reader(src: dd.StudySource) -> dd.StudyReader:
+    return cached_reader(dd.reader_key(src.url), src.url)
+
+
 @st.cache_data(ttl=3600, show_spinner=False, max_entries=64)
 def cached_study(key: tuple[str, str, str], token: tuple[Any, ...]) -> Loaded:
     """Read a study (once per change token)."""
     try:
-        return Loaded(dd.load_study(_source(key)))
+        src = _source(key)
+        return Loaded(dd.load_study(src, reader(src)))
     except Exception as exc:
         return Loaded(None, str(exc) if isinstance(exc, dd.StudyError) else f"{type(exc).__name__}: {exc}")
 
@@ -336,12 +348,12 @@ def _recipe_button(ctx: Context, number: int | None, label: str, key: str) -> No
 
 def page_overview(ctx: Context) -> None:
     data = ctx.data
-    counts = data.counts()
+    tally = data.tally  # the reader's count rule, as in the study table and `studies`
     best = data.best()
     bases = data.baselines()
     ref = bases.get("student_only")
     ref_ap = float(ref["value"]) if ref is not None and not math.isnan(float(ref["value"])) else None
-    finished = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
+    finished = tally.finished
     target = data.target_trials
     full = full_run(ctx.src)
     c = st.columns(6)
@@ -356,8 +368,8 @@ def page_overview(ctx: Context) -> None:
     else:
         c[0].metric("Best proxy AP", "–")
     c[1].metric("Finished trials", f"{finished}" + (f" / {target}" if target else ""))
-    c[2].metric("Pruned / failed", f"{counts['PRUNED']} / {counts['FAIL']}")
-    c[3].metric("Running", str(counts["RUNNING"] + counts["WAITING"]))
+    c[2].metric("Pruned / failed", f"{tally.pruned} / {tally.failed}")
+    c[3].metric("Running", str(tally.running + tally.waiting))
     c[4].metric("Compute", f"{data.trials['wall_time_s'].sum(skipna=True) / 3600:.2f} h")
     c[5].metric("Full run", full.state if full is not None else "not started")
     if target:
@@ -769,7 +781,7 @@ def race_section(ctx: Context) -> None:
 
     st.subheader("Selection race (common seeds, held-out report)")
     try:
-        race = dd.load_race(ctx.src)
+        race = dd.load_race(ctx.src, reader(ctx.src))
     except Exception as exc:  # an unreadable race never hides the rest of the page
         st.error(str(exc).splitlines()[0], icon="💥")
         return

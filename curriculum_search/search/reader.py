@@ -446,6 +446,7 @@ class StudyReader:
         self.storage = storage
         self.display = display
         self._studies: dict[str, optuna.Study] = {}
+        self._idents: dict[str, tuple[Any, ...]] = {}
 
     def names(self) -> list[str]:
         """Names of the studies of the storage, without selection studies."""
@@ -459,6 +460,8 @@ class StudyReader:
             StudyError: the storage holds no study of that name.
         """
         study = self._studies.get(name)
+        if study is not None and self._identity(name, study) != self._idents.get(name):
+            study = None  # deleted and created again under the same name: forget what was cached
         if study is None:
             try:
                 study = optuna.load_study(
@@ -475,7 +478,16 @@ class StudyReader:
                     "is being created right now, retry in a moment, otherwise it is not an Optuna study"
                 ) from exc
             self._studies[name] = study
+            self._idents[name] = self._identity(name, study)
         return study
+
+    def _identity(self, name: str, study: optuna.Study) -> tuple[Any, ...]:
+        """Study id and creation time: they change when a study is deleted and created again."""
+        try:
+            sid = self.storage.get_study_id_from_name(name)
+        except KeyError:
+            raise StudyError(f"{self.display}: no study named {name!r}") from None
+        return (sid, self.storage.get_study_user_attrs(sid).get(A.CREATED), study.study_name)
 
     def has_study(self, name: str) -> bool:
         if name in self._studies:
