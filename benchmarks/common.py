@@ -496,6 +496,8 @@ class StudyRun:
     zoo_wall_s: float
     resumed: bool
     pool: list[Any] = field(default_factory=list)
+    #: The study's trials as the library's reader gives them (:class:`TrialRecord`).
+    trials: tuple[Any, ...] = ()
 
 
 def variant_space(task: str, size: str, variant: str) -> Any:
@@ -562,11 +564,8 @@ def ensure_study(
     spec = storage_spec(root, study_name, None)
     before = 0
     if spec.sqlite_path is not None and spec.sqlite_path.is_file():
-        from optuna.trial import TrialState
-
         try:
-            st = load_study_readonly(spec, study_name)
-            before = len(st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+            before = len(trial_rows(read_trials(root, study_name)))
         except Exception:
             before = 0
     opts = SearchOptions(
@@ -584,42 +583,68 @@ def ensure_study(
     run_search(space, opts, enqueue=VARIANTS[variant]["baselines"])
     wall = time.perf_counter() - t0
     study = load_study_readonly(spec, study_name)
-    return StudyRun(task, variant, study_name, space, root, study, wall, zoo_wall, before > 0, pool)
+    return StudyRun(
+        task,
+        variant,
+        study_name,
+        space,
+        root,
+        study,
+        wall,
+        zoo_wall,
+        before > 0,
+        pool,
+        read_trials(root, study_name),
+    )
 
 
-def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """Finished trials of a study in completion order, with what each cost.
+def read_trials(root: Path, name: str) -> tuple[Any, ...]:
+    """The trials of study ``name`` under ``root``, read-only through the library's study reader
+    (:class:`~curriculum_search.search.reader.TrialRecord`, in number order)."""
+    from curriculum_search.search.reader import StudyReader
+    from curriculum_search.search.storage import open_readonly, storage_spec
 
-    ``iterations`` are the proxy iterations the trial actually trained (the pruning step for a
-    pruned trial, 0 for a reused result), ``wall_s`` its process wall time.
+    spec = storage_spec(root, name, None)
+    reader = StudyReader(open_readonly(spec), spec.display)
+    try:
+        return reader.trials(name)
+    finally:
+        reader.close()
+
+
+def trial_rows(trials: Iterable[Any]) -> list[dict[str, Any]]:
+    """Finished (complete or pruned) trials in completion order, with what each cost.
+
+    ``trials`` are the reader's records (:func:`read_trials`, ``StudyRun.trials``); a re-queued
+    trial is left out (its retry counts, the reader's count rule). ``iterations`` are the proxy
+    iterations the trial actually trained (the pruning step for a pruned trial, 0 for a reused
+    result), ``wall_s`` its process wall time.
     """
-    from optuna.trial import TrialState
-
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("requeued"):
+    for t in trials:
+        if t.state not in ("COMPLETE", "PRUNED") or not t.counted:
             continue
-        total = int((t.user_attrs.get("curriculum") or {}).get("total_iterations") or 0)
-        reused = t.user_attrs.get("reused_from") is not None
+        total = int(t.curriculum.get("total_iterations") or 0)
+        reused = t.reused_from is not None
         if reused:
             its = 0
-        elif t.state == TrialState.PRUNED:
-            its = int(t.user_attrs.get("pruned_at") or max(t.intermediate_values or {0: 0}))
+        elif t.state == "PRUNED":
+            its = int(t.pruned_at or max(t.intermediate_values or {0: 0}))
         else:
             its = total
         rows.append(
             {
                 "number": t.number,
-                "state": t.state.name.lower(),
+                "state": t.state.lower(),
                 "value": t.value,
-                "baseline": t.user_attrs.get("baseline"),
-                "description": t.user_attrs.get("description"),
+                "baseline": t.baseline,
+                "description": t.description,
                 "iterations": its,
-                "wall_s": 0.0 if reused else float(t.user_attrs.get("wall_time_s") or 0.0),
+                "wall_s": 0.0 if reused else float(t.wall_time_s or 0.0),
                 "reused": reused,
-                "teacher_forwards": t.user_attrs.get("teacher_forwards"),
-                "start": t.datetime_start.timestamp() if t.datetime_start else None,
-                "complete": t.datetime_complete.timestamp() if t.datetime_complete else None,
+                "teacher_forwards": t.teacher_forwards,
+                "start": t.start.timestamp() if t.start else None,
+                "complete": t.complete.timestamp() if t.complete else None,
             }
         )
     rows.sort(key=lambda r: (r["complete"] or 0.0, r["number"]))

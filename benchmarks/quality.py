@@ -68,12 +68,14 @@ SEEDS = {"ci": 2, "cpu": 3, "gpu": 3}
 
 def _pick_trials(tpe: Any, rnd: Any) -> dict[str, tuple[Any, Any] | None]:
     """Row key -> (StudyRun, FrozenTrial) of the curriculum to train (``None`` when absent)."""
+    from curriculum_search.search import attrs as A
+    from curriculum_search.search.reader import is_counted
     from curriculum_search.search.service import best_trial
 
     out: dict[str, tuple[Any, Any] | None] = {k: None for k, _ in ROWS}
     for t in tpe.study.get_trials(deepcopy=False):
-        b = t.user_attrs.get("baseline")
-        if b in out and out[b] is None and "curriculum" in t.user_attrs and not t.user_attrs.get("requeued"):
+        b = t.user_attrs.get(A.BASELINE)
+        if b in out and out[b] is None and A.CURRICULUM in t.user_attrs and is_counted(t.user_attrs):
             out[b] = (tpe, t)
     bt = best_trial(rnd.study)
     out["random_best"] = (rnd, bt) if bt is not None else None

@@ -135,7 +135,7 @@ def throughput_study(
         name=name,
         threads=threads,
     )
-    rows = trial_rows(sr.study)
+    rows = trial_rows(sr.trials)
     return {
         "study": name,
         "cache": cache_on,
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["tasks"][task] = tr
         for variant, label in STRATEGIES:
             sr = ensure_study(task, args.size, variant, out_dir=out, threads=args.threads)
-            rows = trial_rows(sr.study)
+            rows = trial_rows(sr.trials)
             tr["strategies"][variant] = {
                 "label": label,
                 "study": sr.name,

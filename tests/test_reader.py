@@ -187,3 +187,21 @@ def test_state_words_are_one_vocabulary() -> None:
         assert R.study_state(c(complete=5), 5, full=full) == word
     words = {R.study_state(c(complete=1), 5, full=f) for f in ("running", "done", "failed", "interrupted")}
     assert words <= set(R.STUDY_STATES)
+
+
+def test_benchmarks_read_trials_through_the_reader(tmp_path: Path) -> None:
+    from benchmarks.common import read_trials, trial_rows
+
+    study = _study(tmp_path / "studies")
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.PRUNED,
+            user_attrs={A.PRUNED_AT: 4, A.CURRICULUM: {"total_iterations": 8}, A.WALL_TIME_S: 3.0},
+        )
+    )
+    rows = trial_rows(read_trials(tmp_path / "studies", "s"))
+    # the re-queued FAIL is left out (its retry #3 counts); the pruned trial trained 4 iterations
+    assert sorted(r["number"] for r in rows) == [0, 1, 3, 4]
+    pruned = next(r for r in rows if r["number"] == 4)
+    assert (pruned["state"], pruned["iterations"], pruned["wall_s"]) == ("pruned", 4, 3.0)
+    assert next(r for r in rows if r["number"] == 0)["baseline"] == "student_only"

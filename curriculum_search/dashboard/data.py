@@ -5,6 +5,11 @@ takes a write lock, never blocks the search that is writing the study, and never
 in the studies folder (see :func:`readonly_sqlite_url`). Every function is plain Python (no
 Streamlit) so tests and the benchmark call them directly; :mod:`.pages` caches them.
 
+Studies are read by the package's one study reader (:mod:`curriculum_search.search.reader`:
+Optuna's storage API, the same records, count rule and state words as the ``studies`` command);
+this module turns its records into frames. :mod:`.pages` keeps one reader per storage
+(:func:`open_reader`, :func:`reader_key`) so that a refresh reads only new and unfinished trials.
+
 Frames produced by :func:`load_study` (one row per trial unless said otherwise):
 
 * ``trials``: ``number``, ``state`` (``COMPLETE`` / ``PRUNED`` / ``FAIL`` / ``RUNNING`` /
@@ -13,7 +18,8 @@ Frames produced by :func:`load_study` (one row per trial unless said otherwise):
   ``last_teacher``, ``n_stages``, ``total_iterations``, ``proxy_cost``, ``constraint`` (largest
   constraint value, ≤ 0 = feasible), ``feasible``, ``wall_time_s``, ``start`` / ``complete``
   (UTC), ``last_step`` / ``last_value`` (latest intermediate AP), ``pruned_at``,
-  ``failure_reason``, ``reused_from``, ``retry_of``, ``curriculum_key``, ``run_dir``, ``ap50``
+  ``failure_reason``, ``reused_from``, ``retry_of``, ``requeued`` (counted by its retry, not
+  itself), ``curriculum_key``, ``run_dir``, ``ap50``
   and one ``param:<name>`` column per Optuna parameter.
 * ``curves``: long form ``number``, ``step`` (global iteration), ``value`` (AP).
 * ``stages``: long form ``number``, ``position`` (1-based), ``teacher``, ``start``, ``end``,

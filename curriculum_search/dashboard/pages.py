@@ -22,6 +22,7 @@ import streamlit as st
 from curriculum_search.dashboard import AppArgs, parse_app_args
 from curriculum_search.dashboard import charts as ch
 from curriculum_search.dashboard import data as dd
+from curriculum_search.search import attrs as A
 
 PAGES = ("Overview", "Curricula", "Parameters", "Trials", "Baselines & full run")
 REFRESH_CHOICES = (5, 10, 30, 60)
@@ -511,7 +512,7 @@ def trial_detail(ctx: Context, number: int) -> None:
     data = ctx.data
     row = data.trials[data.trials["number"] == number].iloc[0]
     attrs = data.trial_attrs.get(number, {})
-    cur = dd.as_mapping(attrs.get("curriculum"))
+    cur = dd.as_mapping(attrs.get(A.CURRICULUM))
     st.subheader(
         f"Trial #{number} — {row['state'].lower()}"
         + (f" · baseline {row['baseline']}" if row["baseline"] else "")
@@ -569,7 +570,7 @@ def trial_detail(ctx: Context, number: int) -> None:
     history: list[dict[str, Any]] = run.history or [
         {"iteration": int(s), "ap": float(v)} for s, v in zip(*_curve_of(data.curves, number))
     ]
-    bounds = list(attrs.get("stage_boundaries") or []) or (
+    bounds = list(attrs.get(A.STAGE_BOUNDARIES) or []) or (
         [int(stages["start"].min()), *stages["end"].tolist()] if len(stages) else []
     )
     _plot(
@@ -592,7 +593,7 @@ def trial_detail(ctx: Context, number: int) -> None:
                 for k in ("ap_end", "ap50_end", "best_ap", "gain")
             },
         )
-    metrics = attrs.get("metrics") or run.metrics
+    metrics = attrs.get(A.METRICS) or run.metrics
     if metrics:
         with st.expander("Final metrics"):
             st.json(metrics)
