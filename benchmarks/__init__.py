@@ -9,7 +9,8 @@ Parts (each also runnable alone as ``python -m benchmarks.<part>``):
 * ``search_cost`` — best-found proxy AP against compute for TPE + pruning, TPE without pruning and
   random search; trials/hour with and without the teacher-output cache;
 * ``scaling`` — trials/hour with 1 vs 2 workers on the same cores; GPU utilisation and images/s
-  of a proxy trial when a GPU is present.
+  of a proxy trial when a GPU is present;
+* ``dashboard_render`` — time to render each dashboard page for a generated 1,000-trial study.
 
 Results go to ``benchmarks/out/`` (JSON, git-ignored); ``benchmarks/RESULTS.md`` is rewritten from
 them, with plots copied to ``benchmarks/plots/``.
@@ -17,6 +18,6 @@ them, with plots copied to ``benchmarks/plots/``.
 
 from __future__ import annotations
 
-PARTS = ("step_overhead", "quality", "search_cost", "scaling")
+PARTS = ("step_overhead", "quality", "search_cost", "scaling", "dashboard_render")
 
 __all__ = ["PARTS"]

@@ -1,6 +1,6 @@
 """Run the benchmark suite and (re)write ``benchmarks/RESULTS.md``.
 
-    python -m benchmarks [--size ci|cpu|gpu] [--only step_overhead,quality,search_cost,scaling]
+    python -m benchmarks [--size ci|cpu|gpu] [--only step_overhead,quality,search_cost,scaling,dashboard_render]
     python -m benchmarks --only report      # only rewrite RESULTS.md from the saved results
 
 Each part writes ``benchmarks/out/<size>/<part>.json``; after every part the report is rewritten
@@ -45,12 +45,14 @@ TITLES = {
     "quality": "Quality: final student AP of baselines, random search and the default search (issue 6)",
     "search_cost": "Search cost: best-found AP vs compute; trials/hour with and without the cache",
     "scaling": "Scaling: trials/hour with 1 vs 2 workers; device use of one proxy trial",
+    "dashboard_render": "Dashboard: render time of a generated study (issue 13)",
 }
 COMMANDS = {
     "step_overhead": "python -m benchmarks.step_overhead",
     "quality": "python -m benchmarks.quality",
     "search_cost": "python -m benchmarks.search_cost",
     "scaling": "python -m benchmarks.scaling",
+    "dashboard_render": "python -m benchmarks.dashboard_render",
 }
 
 

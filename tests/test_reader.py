@@ -205,3 +205,28 @@ def test_benchmarks_read_trials_through_the_reader(tmp_path: Path) -> None:
     pruned = next(r for r in rows if r["number"] == 4)
     assert (pruned["state"], pruned["iterations"], pruned["wall_s"]) == ("pruned", 4, 3.0)
     assert next(r for r in rows if r["number"] == 0)["baseline"] == "student_only"
+
+
+def test_dashboard_benchmark_is_a_suite_part_with_its_report_section() -> None:
+    from benchmarks import PARTS
+    from benchmarks import dashboard_render as dr
+    from benchmarks.__main__ import COMMANDS, TITLES
+
+    assert "dashboard_render" in PARTS and "dashboard_render" in TITLES and "dashboard_render" in COMMANDS
+    page = {"cold_median_s": 0.5, "warm_median_s": 0.2, "cold_s": [0.5, 0.6, 0.4]}
+    result = {
+        "trials": 1000,
+        "pages": {"Overview": page},
+        "worst_cold_median_s": 0.5,
+        "first_open_median_s": 2.6,
+        "first_open_s": [2.6, 2.7, 2.5],
+        "target_s": 3.0,
+        "load_average_1min": 6.7,
+        "cpu_count": 2,
+    }
+    [line] = dr.headline(result)
+    assert "0.50 s on a refresh" in line and "2.60 s for the study's first read" in line
+    text = dr.markdown(result)
+    assert "| Overview | 0.50 | 0.20 | 0.50, 0.60, 0.40 |" in text
+    assert "shared with other work" in text
+    assert "shared with other work" not in dr.markdown({**result, "load_average_1min": 0.5})
