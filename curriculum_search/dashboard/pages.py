@@ -375,7 +375,7 @@ def page_overview(ctx: Context) -> None:
     c[5].metric("Full run", full.state if full is not None else "not started")
     if target:
         st.progress(min(1.0, finished / target), text=f"search progress: {finished}/{target} trials")
-    decision = race.decision if (race := _race_or_none(ctx)) is not None else None
+    decision = data.decision  # read with the study (same storage, same change token)
     if decision is not None:
         sel = decision["selection"]
         st.markdown(
@@ -767,13 +767,6 @@ def page_baselines(ctx: Context) -> None:
     )
     if full.student_exists:
         st.caption(f"Student weights: `{full.folder / 'student.pt'}`")
-
-
-def _race_or_none(ctx: Context) -> dd.Race | None:
-    try:
-        return dd.load_race(ctx.src)
-    except Exception:  # the race section says why; the overview stays up
-        return None
 
 
 def race_section(ctx: Context) -> None:

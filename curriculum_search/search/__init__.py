@@ -5,11 +5,15 @@ Modules by job (data flows down this list):
 
 * :mod:`.space` — search-space files (validated configs), sampler and pruner;
 * :mod:`.encoding`, :mod:`.baselines`, :mod:`.heuristic` — curricula as trial parameters;
+* :mod:`.attrs` — the names of the study and trial attributes (the study format);
 * :mod:`.storage` — Optuna storages and locks; :mod:`.protocol` — the typed job/result files;
 * :mod:`.study` — create/resume a study, recover, enqueue baselines;
 * :mod:`.processes`, :mod:`.trial_worker`, :mod:`.coordinator` — run trials in their own processes;
 * :mod:`.race`, :mod:`.selection` — the race that decides what ships;
-* :mod:`.results`, :mod:`.fullrun`, :mod:`.listing` — best trial, recipes, shipped student, reports.
+* :mod:`.results`, :mod:`.fullrun` — best trial, recipes, shipped student;
+* :mod:`.reader`, :mod:`.listing` — the one read-only study reader (typed records, one state
+  function, one count rule; CLI, dashboard and benchmarks use it) and the ``studies``/``status``
+  reports.
 
 :mod:`.service` re-exports the names earlier versions had there.
 """
