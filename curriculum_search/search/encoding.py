@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from curriculum_search.curriculum.recipe import (
     Decay,
@@ -51,6 +51,7 @@ from curriculum_search.curriculum.recipe import (
     Stage,
     TeacherRef,
 )
+from curriculum_search.search.params import grid_search_space, in_distribution, param_distributions
 from curriculum_search.search.space import NO_FEATURE, SearchSpace, pool_hash, zoo_key
 from curriculum_search.utils.io import stable_hash
 
@@ -78,99 +79,7 @@ _CHOICE_KEYS = {
     "lr",
 }
 
-# -- parameter set --------------------------------------------------------------------------------
-
-
-def param_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
-    """The fixed parameter set every trial of ``space`` suggests (see the module docstring)."""
-    dims = space.search
-    out: dict[str, BaseDistribution] = {"n_stages": IntDistribution(dims.n_stages[0], dims.n_stages[1])}
-    teachers = space.search_teachers
-    if len(teachers) >= 2:
-        for t in teachers:
-            out[f"order_key.{t}"] = FloatDistribution(0.0, 1.0)
-    if dims.n_stages[1] >= 2:
-        for i in range(dims.n_stages[1]):
-            out[f"frac.{i}"] = FloatDistribution(0.0, 1.0)
-    out["feature_loss"] = CategoricalDistribution(list(dims.feature_losses))
-    out["response"] = CategoricalDistribution(list(dims.response))
-    out["pseudo"] = CategoricalDistribution(list(dims.pseudo))
-    if dims.has_two_step:
-        if len(dims.pseudo_form) > 1:
-            out["pseudo_form"] = CategoricalDistribution(list(dims.pseudo_form))
-        out["pseudo_gt_fraction"] = FloatDistribution(*dims.pseudo_gt_fraction)
-    if dims.has_feature:
-        out["feature_weight"] = FloatDistribution(*dims.feature_weight, log=True)
-    if dims.has_response:
-        out["cls_weight"] = FloatDistribution(*dims.cls_weight, log=True)
-        out["box_weight"] = FloatDistribution(*dims.box_weight, log=True)
-        out["temperature"] = FloatDistribution(*dims.temperature, log=True)
-    out["decay"] = CategoricalDistribution(list(dims.decay))
-    if dims.has_floor:
-        out["decay_floor"] = FloatDistribution(*dims.decay_floor)
-    out["lr"] = FloatDistribution(*dims.lr, log=True)
-    return out
-
-
-def grid_search_space(
-    space: SearchSpace, points: int = 2, values: Mapping[str, Sequence[Any]] | None = None
-) -> dict[str, list[Any]]:
-    """A ``GridSampler`` search space over :func:`param_distributions`.
-
-    Categorical and int parameters take all their values; a float range takes ``points`` values
-    (log-spaced on log ranges, both ends included; one point = the geometric/arithmetic middle; a
-    fixed range ``lo == hi`` one value). ``values`` overrides the grid of named parameters.
-
-    Raises:
-        ValueError: an override names an unknown parameter or holds a value outside its range.
-    """
-    dists = param_distributions(space)
-    grid: dict[str, list[Any]] = {}
-    for name, dist in dists.items():
-        if isinstance(dist, CategoricalDistribution):
-            grid[name] = list(dist.choices)
-        elif isinstance(dist, IntDistribution):
-            grid[name] = list(range(dist.low, dist.high + 1, dist.step))
-        else:
-            assert isinstance(dist, FloatDistribution)
-            grid[name] = _float_points(dist.low, dist.high, points, dist.log)
-    for name, vals in (values or {}).items():
-        if name not in dists:
-            raise ValueError(f"unknown parameter {name!r} (parameters: {', '.join(dists)})")
-        dist = dists[name]
-        for v in vals:
-            if not _in_distribution(dist, v):
-                raise ValueError(f"value {v!r} of {name!r} is outside its distribution {dist}")
-        grid[name] = list(vals)
-    return grid
-
-
-def _in_distribution(dist: BaseDistribution, value: Any) -> bool:
-    """Whether ``value`` is a valid external value of ``dist``."""
-    if isinstance(dist, CategoricalDistribution):
-        return any(value == c and type(value) is type(c) for c in dist.choices)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if isinstance(dist, IntDistribution):
-        return float(value).is_integer() and dist.low <= value <= dist.high
-    assert isinstance(dist, FloatDistribution)
-    return dist.low <= value <= dist.high
-
-
-def _float_points(lo: float, hi: float, points: int, log: bool) -> list[float]:
-    if lo == hi:
-        return [lo]
-    if points == 1:
-        return [math.sqrt(lo * hi) if log else (lo + hi) / 2]
-    out = []
-    for k in range(points):
-        t = k / (points - 1)
-        v = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo))) if log else lo + t * (hi - lo)
-        out.append(min(max(float(f"{v:.6g}"), lo), hi))
-    return out
-
-
-# -- integer split of a budget --------------------------------------------------------------------
+# -- parameter set: see :mod:`curriculum_search.search.params` ----------------------------------------
 
 
 def floor_fractions(fractions: Sequence[float], minimum: float) -> list[float]:
@@ -572,7 +481,7 @@ def decode_params(
     for name, dist in dists.items():
         if name not in params:
             raise ValueError(f"missing curriculum parameter {name!r}")
-        if not _in_distribution(dist, params[name]):
+        if not in_distribution(dist, params[name]):
             raise ValueError(f"curriculum parameter {name}={params[name]!r} is outside {dist}")
     n = int(params["n_stages"])
     teachers = space.search_teachers

@@ -752,7 +752,7 @@ def _build_sampler(space: SearchSpace) -> BaseSampler:
     params.setdefault("seed", space.seed)
     cls = _sampler_class(cfg.name)
     if cfg.name == "grid":
-        from curriculum_search.search.encoding import grid_search_space
+        from curriculum_search.search.params import grid_search_space
 
         try:
             grid = grid_search_space(space, points=params.pop("points", 2), values=params.pop("values", {}))
