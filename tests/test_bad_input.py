@@ -204,6 +204,9 @@ class Case:
     raw: bytes | None = None
 
 
+_TINY_TEXT = (Path(__file__).resolve().parent.parent / "space" / "tiny.yaml").read_text()
+assert "\n  a:\n" in _TINY_TEXT and "\n  b:\n" in _TINY_TEXT  # the two pool teachers
+
 SPACE_CASES = [
     Case(
         "malformed-yaml",
@@ -327,6 +330,18 @@ SPACE_CASES = [
         r"teachers\.a\.zoo\.iterations: must be >= 1",
     ),
     Case("negative-timeout", lambda d: set_key(d, "timeout_s", -5), r"tiny\.yaml: timeout_s: must be > 0"),
+    Case(
+        "duplicate-key",
+        None,
+        r"tiny\.yaml: line 3, column 1: duplicate key 'seed' \(the first one would be lost\)",
+        b"name: x\nseed: 1\nseed: 2\n",
+    ),
+    Case(
+        "duplicate-teacher-name",
+        None,
+        r"tiny\.yaml: line \d+, column 3: duplicate key 'a'",
+        _TINY_TEXT.replace("\n  b:\n", "\n  a:\n").encode(),
+    ),
 ]
 
 
@@ -456,6 +471,11 @@ RECIPE_CASES = [
         "unknown-feature-param",
         lambda d: set_key(d, "stages[0].feature.params", {"alpha": 1.0}),
         r"r\.yaml: stages\[0\]\.feature: .*unknown parameter of feature loss 'mse'",
+    ),
+    Case(
+        "stage-teacher-twice",
+        lambda d: set_key(d, "stages[0].teachers", ["a", "a"]),
+        r"r\.yaml: stages\[0\]\.teachers: teacher\(s\) listed twice: a",
     ),
 ]
 
@@ -630,6 +650,19 @@ def _first_image(root: Path, split: str = "train") -> Path:
     return sorted((root / split).iterdir())[0]
 
 
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` (225 Mpx here) in a few bytes: what a
+    decompression bomb looks like to a reader before it decodes anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
 COCO_CASES: dict[str, tuple[Callable[[Path], object], str]] = {
     "malformed-json": (
         lambda r: (r / "train.json").write_text('{"images": [}'),
@@ -680,6 +713,31 @@ COCO_CASES: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda r: _first_image(r, "val").write_bytes(b"not a png at all"),
         r"val/000000\.png: image id 1: cannot read image",  # names the image id too (issue 14)
     ),
+    # second list (issue 15): nothing to learn from or nothing to score against, and a bomb
+    "empty-dataset": (
+        lambda r: _edit_json(r / "train.json", lambda d: d.update(images=[], annotations=[])),
+        r"train\.json: annotations: the training set has no annotated image",
+    ),
+    "all-boxes-dropped": (
+        lambda r: _edit_json(
+            r / "train.json", lambda d: [a.update(bbox=[500, 500, 10, 10]) for a in d["annotations"]]
+        ),
+        r"train\.json: annotations: the training set has no usable box \(all \d+ boxes were dropped",
+    ),
+    "val-without-annotations": (
+        lambda r: _edit_json(r / "val.json", lambda d: d.update(annotations=[])),
+        r"val\.json: annotations: the validation set has no annotated image",
+    ),
+    "val-boxes-all-dropped": (
+        lambda r: _edit_json(
+            r / "val.json", lambda d: [a.update(bbox=[500, 500, 10, 10]) for a in d["annotations"]]
+        ),
+        r"val\.json: annotations: the validation set has no usable box .*AP would be undefined",
+    ),
+    "decompression-bomb": (
+        lambda r: _png_header_only(_first_image(r, "val"), 15000, 15000),
+        r"val/000000\.png: image too large to decode safely .*decompression bomb",
+    ),
     "image-size-differs-from-json": (
         lambda r: _edit_json(r / "val.json", lambda d: d["images"][0].update(width=65)),
         r"val\.json: image id 1: 000000\.png is 64x64 px but the JSON says 65x64",
@@ -719,6 +777,31 @@ def test_boxes_outside_images_are_dropped_with_one_warning_and_training_runs(
     assert texts, [str(w.message) for w in record]
     assert all("\n" not in t for t in texts)
     assert any(re.search(r"dropped 1 .*box", t) for t in texts), texts
+
+
+def test_evaluation_images_without_a_box_fail_instead_of_scoring_minus_one(
+    tmp_path: Path, coco_src: Path, teacher_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pycocotools scores images without ground truth -1: that must never be reported as an AP
+    (a trial would complete with -1 and rank below every real curriculum). The first validation
+    image keeps its (empty after dropping) annotation list and is the only one evaluated."""
+    root = copy_coco(coco_src, tmp_path)
+
+    def first_image_boxes_outside(doc: dict[str, Any]) -> None:
+        first = min(img["id"] for img in doc["images"])
+        for a in doc["annotations"]:
+            if a["image_id"] == first:
+                a["bbox"] = [500, 500, 10, 10]
+
+    _edit_json(root / "val.json", first_image_boxes_outside)
+    data = recipe_dict(teacher_ckpt, data=coco_data(root))
+    data["train"].update(eval_images=1, num_workers=0)
+    recipe = write_yaml(tmp_path / "r.yaml", data)
+    with pytest.warns(UserWarning):
+        code = cli(train_args(recipe, tmp_path))
+    line = one_line_error(code, capsys.readouterr().err)
+    assert re.search(r"val\.json: AP is undefined: the 1 evaluated image\(s\) hold no ground-truth box", line)
+    assert not (tmp_path / "out" / "metrics.json").exists()
 
 
 # -- 5. teachers whose classes do not cover the student's --------------------------------------------------
