@@ -137,9 +137,12 @@ def _build_zoo(space, args: argparse.Namespace, *, reference: bool = True) -> No
 
 def cmd_search(args: argparse.Namespace, *, full: bool = False) -> int:
     from curriculum_search.search.service import run_full, run_search
+    from curriculum_search.search.storage import check_study_name
 
     if args.workers < 1:
         raise ConfigError(None, "--workers", "must be >= 1")
+    if args.name is not None:
+        check_study_name(args.name)  # before any work (the zoo) is done for it
     space = _space(args)
     # `run`: the race trains the student alone with the shipped student's own protocol and seeds
     _build_zoo(space, args, reference=not full)

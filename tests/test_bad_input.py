@@ -1121,3 +1121,26 @@ def test_status_of_a_database_without_a_study_schema_is_one_line(
     assert "study.db" in line and "cannot read study 'half'" in line and "retry in a moment" in line
     if not content:
         assert db.stat().st_size == 0  # the reader created no schema in the file
+
+
+# -- 9. study names and databases (second list) -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "--name", "../x"],
+        ["run", "--name", "../../x"],
+        ["status", "../x"],
+        ["export", "--study", "../x"],
+        ["worker", "--study", "a/../../x", "--storage", "sqlite:///never.db"],
+    ],
+    ids=["search", "run", "status", "export", "worker"],
+)
+def test_study_name_given_on_the_command_line_cannot_be_a_path(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path)
+    studies = tmp_path / "deep" / "studies"
+    extra = ["--space", str(space)] if argv[0] in ("search", "run") else []
+    line = one_line_error(cli([*argv, *extra, "--studies-dir", str(studies)]), capsys.readouterr().err)
+    assert re.search(r"study name '[./a]*x': must be a folder name", line), line
+    assert not studies.exists() and not (tmp_path / "x").exists() and not (tmp_path / "deep" / "x").exists()

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from curriculum_search.errors import StudyError
 HEARTBEAT_S = 30
 SQLITE_MAGIC = b"SQLite format 3\x00"
 GRACE_S = 120
+_STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,19 @@ def _redact(url: str) -> str:
     return url
 
 
+def check_study_name(name: str) -> str:
+    """``name`` names the folder ``studies/<name>/``: a plain folder name, never a path."""
+    if not _STUDY_NAME_RE.match(name):
+        raise StudyError(
+            f"study name {name!r}: must be a folder name of letters, digits, '_', '-', '.' not "
+            "starting with '.' (it names the folder STUDIES_DIR/NAME/)"
+        )
+    return name
+
+
 def storage_spec(studies_root: Path, name: str, storage: str | None) -> StorageSpec:
     """Resolve the storage of study ``name`` (default: ``studies_root/name/study.db``)."""
-    study_dir = studies_root / name
+    study_dir = studies_root / check_study_name(name)
     if storage is None:
         path = study_dir / "study.db"
         return StorageSpec(f"sqlite:///{quote(str(path.resolve()), safe='/')}", study_dir, sqlite_path=path)
