@@ -286,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
+    p.add_argument(
+        "--expose",
+        action="store_true",
+        help="required with a --host other machines can reach: they can then read every study",
+    )
     p.add_argument("--storage", default=None, help="also show the studies of this storage URL")
     _common(p)
 

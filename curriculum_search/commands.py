@@ -99,7 +99,14 @@ def _with_selection(space, args: argparse.Namespace):  # type: ignore[no-untyped
 
 def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no-untyped-def]
     from curriculum_search.search.service import SearchOptions
+    from curriculum_search.search.storage import PASSWORD_ENV, PASSWORD_FILE_ENV, password_in_url
 
+    if password_in_url(getattr(args, "storage", None)):
+        print(
+            "warning: the --storage URL holds a password, which other users see in the process "
+            f"list; give it in ${PASSWORD_ENV} or in a 0600 file named by ${PASSWORD_FILE_ENV}",
+            file=sys.stderr,
+        )
     return SearchOptions(
         studies_root=args.studies_dir,
         name=getattr(args, "name", None),
@@ -258,7 +265,9 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from curriculum_search.dashboard import dashboard_command
 
-    cmd = dashboard_command(args.host, args.port, args.storage, args.studies_dir, open_browser=False)
+    cmd = dashboard_command(
+        args.host, args.port, args.storage, args.studies_dir, open_browser=False, expose=args.expose
+    )
     print(f"dashboard on http://{args.host}:{args.port}  (Ctrl+C to stop)")
     return subprocess.call(cmd)
 

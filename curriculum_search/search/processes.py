@@ -22,6 +22,7 @@ from typing import IO, Any
 import optuna
 
 from curriculum_search.search.protocol import TrialJob, TrialResult
+from curriculum_search.search.storage import secret_env
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def spawn(job: TrialJob, run_dir: Path, slot: int, threads: int, gpu_ids: list[s
     job.write(job_file)
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
+    env.update(secret_env(job.storage.spec()))  # the database password, never in the job file
     if gpu_ids:
         env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
     log_file = open(run_dir / "trial.log", "ab")  # noqa: SIM115 - closed by Process.close

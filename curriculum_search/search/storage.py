@@ -17,8 +17,8 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,14 +35,24 @@ GRACE_S = 120
 _STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
+#: Environment variables that give a server database's password without putting it in a URL (a URL
+#: on the command line is visible to every user in the process list): the password itself, or the
+#: path of a file holding it that only its owner may read (mode 0600 or stricter).
+PASSWORD_ENV = "CURRICULUM_SEARCH_DB_PASSWORD"
+PASSWORD_FILE_ENV = "CURRICULUM_SEARCH_DB_PASSWORD_FILE"
+
+
 @dataclass(frozen=True)
 class StorageSpec:
-    """Where a study lives. ``url`` is an Optuna storage URL; ``sqlite_path`` is set for SQLite."""
+    """Where a study lives. ``url`` is an Optuna storage URL without any password (safe to log,
+    to write into job files and to show); ``password`` travels separately (never printed);
+    ``sqlite_path`` is set for SQLite."""
 
     url: str
     study_dir: Path
     sqlite_path: Path | None = None
     journal_path: Path | None = None
+    password: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_server(self) -> bool:
@@ -54,17 +64,91 @@ class StorageSpec:
             return str(self.sqlite_path)
         if self.journal_path is not None:
             return f"journal:{self.journal_path}"
-        return _redact(self.url)
+        return redact_url(self.url)
+
+    @property
+    def connect_url(self) -> str:
+        """The URL with the password, for the database driver only."""
+        if not self.password or not self.is_server:
+            return self.url
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).set(password=self.password).render_as_string(hide_password=False)
 
 
-def _redact(url: str) -> str:
-    """Hide a password in a database URL for logs."""
-    if "@" in url and "://" in url:
+def redact_url(url: str) -> str:
+    """Hide the password of a database URL, in the credentials (``user:***@host``) and in the
+    query (``?password=***``), for logs, errors and the dashboard."""
+    if "://" in url and "@" in url.split("?", 1)[0]:
         scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
+        head, sep, query = rest.partition("?")
+        creds, host = head.rsplit("@", 1)
         user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+        url = f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+        url += sep + query
+    return re.sub(r"(?i)([?&](?:password|passwd|pwd)=)[^&#]*", r"\1***", url)
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """``(url without any password, the password or None)`` for a server database URL."""
+    if "://" not in url or url.startswith(("sqlite:", "journal:")):
+        return url, None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url, None
+    query_pw = {k: v for k, v in parsed.query.items() if k.lower() in ("password", "passwd", "pwd")}
+    password = parsed.password
+    if password is None and query_pw:
+        value = next(iter(query_pw.values()))
+        password = value if isinstance(value, str) else value[0]
+    if password is None:
+        return url, None
+    bare = parsed._replace(password=None).difference_update_query(list(query_pw))
+    return bare.render_as_string(hide_password=False), str(password)
+
+
+def password_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The password from :data:`PASSWORD_ENV` or the 0600 file named by :data:`PASSWORD_FILE_ENV`."""
+    env = os.environ if environ is None else environ
+    if env.get(PASSWORD_ENV):
+        return env[PASSWORD_ENV]
+    name = env.get(PASSWORD_FILE_ENV)
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StudyError(f"{path}: cannot read the database password file ({exc.strerror})") from None
+    if mode & 0o077:
+        raise StudyError(
+            f"{path}: the database password file is readable by other users (mode {oct(mode & 0o777)}); "
+            f"chmod 600 {path}"
+        )
+    return text.strip() or None
+
+
+def server_connect_url(url: str) -> str:
+    """``url`` with the password from the URL itself or else from the environment (readers)."""
+    bare, password = split_password(url)
+    if "://" not in url or url.startswith(("sqlite:", "journal:")):
+        return url
+    return StorageSpec(bare, Path("."), password=password or password_from_env()).connect_url
+
+
+def password_in_url(url: str | None) -> bool:
+    """True when ``url`` carries a password (a warning: the command line is public)."""
+    return bool(url) and split_password(str(url))[1] is not None
+
+
+def secret_env(spec: StorageSpec) -> dict[str, str]:
+    """Environment entries that give a child process the database password (empty if none)."""
+    return {PASSWORD_ENV: spec.password} if spec.password else {}
 
 
 def check_study_name(name: str) -> str:
@@ -89,7 +173,8 @@ def storage_spec(studies_root: Path, name: str, storage: str | None) -> StorageS
     if storage.startswith("sqlite:///"):
         path = Path(storage[len("sqlite:///") :])
         return StorageSpec(storage, study_dir, sqlite_path=path)
-    return StorageSpec(storage, study_dir)
+    url, password = split_password(storage)
+    return StorageSpec(url, study_dir, password=password or password_from_env())
 
 
 #: Errors of two processes creating Optuna's schema in a fresh database at the same moment (SQLite,
@@ -126,15 +211,16 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
             failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
         )
     try:
-        return _rdb_storage(spec.url, engine_kwargs={"pool_pre_ping": True}, **kwargs)  # type: ignore[arg-type]
+        return _rdb_storage(spec.connect_url, engine_kwargs={"pool_pre_ping": True}, **kwargs)  # type: ignore[arg-type]
     except ImportError as exc:
         raise StudyError(
             f"{spec.display}: database driver missing ({exc}); install curriculum_search[postgres]"
         ) from None
     except Exception as exc:  # sqlalchemy OperationalError etc.
-        raise StudyError(
-            f"{spec.display}: cannot open the study database ({str(exc).splitlines()[0][:200]})"
-        ) from None
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if spec.password:
+            first = first.replace(spec.password, "***")
+        raise StudyError(f"{spec.display}: cannot open the study database ({redact_url(first)})") from None
 
 
 def open_readonly(spec: StorageSpec) -> BaseStorage:
@@ -154,7 +240,7 @@ def open_readonly(spec: StorageSpec) -> BaseStorage:
         if not spec.journal_path.is_file():
             raise StudyError(f"{spec.journal_path}: no journal here")
         return JournalStorage(JournalFileBackend(str(spec.journal_path)))
-    return RDBStorage(spec.url, skip_compatibility_check=True, skip_table_creation=True)
+    return RDBStorage(spec.connect_url, skip_compatibility_check=True, skip_table_creation=True)
 
 
 def readonly_sqlite_url(path: Path, *, allow_immutable: bool = True) -> str:

@@ -126,7 +126,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = _safe_load_unique(path.read_text(encoding="utf-8"))
     except _DuplicateKey as exc:
-        raise ConfigError(path, exc.where, f"duplicate key {exc.key!r} (the first one would be lost)") from None
+        raise ConfigError(
+            path, exc.where, f"duplicate key {exc.key!r} (the first one would be lost)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
