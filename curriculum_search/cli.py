@@ -118,6 +118,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         help="Optuna storage URL (postgresql://..., sqlite:///..., journal:PATH); default: sqlite STUDIES_DIR/NAME/study.db",
     )
     p.add_argument("--seed", type=int, default=None, help="override the space's seed")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run/search/select holds this study, wait for it instead of refusing",
+    )
 
 
 def _selection_args(p: argparse.ArgumentParser) -> None:

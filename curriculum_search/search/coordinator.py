@@ -41,7 +41,7 @@ from curriculum_search.search.protocol import RESULT_FILE, TrialResult
 from curriculum_search.search.reader import is_counted
 from curriculum_search.search.results import summarize
 from curriculum_search.search.space import SearchSpace
-from curriculum_search.search.storage import StorageSpec, coordinator_lock, storage_spec
+from curriculum_search.search.storage import StorageSpec, storage_spec, study_lock
 from curriculum_search.search.study import (
     enqueue_baselines,
     enqueue_retry,
@@ -50,6 +50,7 @@ from curriculum_search.search.study import (
     first_stage_min,
     open_study,
     recover_interrupted,
+    run_folder_id,
 )
 
 
@@ -70,9 +71,8 @@ def run_search(space: SearchSpace, opts: SearchOptions, *, enqueue: bool = True)
     name = study_name(space, opts)
     spec = storage_spec(opts.studies_root, name, opts.storage)
     local = not spec.is_server
-    lock = (
-        coordinator_lock(spec.study_dir) if local and spec.journal_path is None else contextlib.nullcontext()
-    )
+    # one coordinator per local database (SQLite, journal); server databases take a `worker` per host
+    lock = study_lock(spec, name, wait=opts.wait) if local else contextlib.nullcontext()
     with lock:
         study = open_study(space, opts, spec)
         ensure_zoo(space, opts)
@@ -274,7 +274,9 @@ def _launch(
         seed=seeds[0],
         studies_root=opts.studies_root,
     )
-    run_dir = spec.study_dir / "trials" / f"{choice.key}-s{seeds[0]}"
+    # keyed by curriculum and the study's fingerprint (data, student, pool, proxy, train, seed):
+    # a retry resumes from the last checkpoint, an incomparable run is never resumed from
+    run_dir = spec.study_dir / "trials" / f"{choice.key}-{run_folder_id(study)}-s{seeds[0]}"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULT_FILE).unlink(missing_ok=True)
     trial.set_user_attr(A.RUN_DIR, str(run_dir.relative_to(spec.study_dir)))

@@ -23,7 +23,6 @@ first full-length run *is* the full run (:func:`ship`): ``full/student.pt`` and
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -76,12 +75,12 @@ from curriculum_search.search.results import export_trial_recipe, provenance
 from curriculum_search.search.space import SearchSpace, SelectionConfig
 from curriculum_search.search.storage import (
     StorageSpec,
-    coordinator_lock,
     load_study_readonly,
     open_storage,
     storage_spec,
+    study_lock,
 )
-from curriculum_search.search.study import first_stage_min, space_of
+from curriculum_search.search.study import check_fingerprint, first_stage_min, space_of
 from curriculum_search.utils.config import to_dict
 from curriculum_search.utils.io import atomic_write_text, dump_yaml
 
@@ -377,11 +376,9 @@ def run_selection(space: SearchSpace, opts: SearchOptions) -> SelectionOutcome:
     name = study_name(space, opts)
     spec = storage_spec(opts.studies_root, name, opts.storage)
     local = not spec.is_server
-    lock = (
-        coordinator_lock(spec.study_dir) if local and spec.journal_path is None else contextlib.nullcontext()
-    )
-    with lock:
+    with study_lock(spec, name, wait=opts.wait):  # a server study: this host's files (full/)
         search = load_study_readonly(spec, name)
+        check_fingerprint(search, space, spec, opts.seed)  # the race trains what the search scored
         study = open_selection_study(spec, name)
         if local and spec.journal_path is None:
             _recover(study, opts.echo)

@@ -15,10 +15,11 @@ import fcntl
 import os
 import random
 import re
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -281,29 +282,82 @@ def _enable_wal(path: Path) -> None:
         con.close()
 
 
+def lock_path(spec: StorageSpec, name: str) -> Path:
+    """The lock file of study ``name``: next to its database file (SQLite, journal), so every
+    ``--studies-dir`` that points at one database shares it; in the study folder for a server
+    database (it guards this host's files of the study: zoo, ``full/``)."""
+    db = spec.sqlite_path or spec.journal_path
+    if db is not None:
+        db = Path(os.path.abspath(db))
+        return db.parent / f".{db.name}.{name}.lock"
+    return spec.study_dir / ".study.lock"
+
+
+#: Locks this process holds: ``{lock file: (open file, depth)}``. A ``run`` takes the study lock
+#: once for search, selection and full run; the inner steps re-enter it instead of deadlocking
+#: on their own process (``flock`` locks belong to an open file, not to a process).
+_HELD: dict[Path, tuple[Any, int]] = {}
+
+
 @contextlib.contextmanager
-def coordinator_lock(study_dir: Path) -> Iterator[None]:
-    """Exclusive lock: one coordinator per local study (SQLite/journal). Released on exit or death."""
-    study_dir.mkdir(parents=True, exist_ok=True)
-    path = study_dir / ".coordinator.lock"
-    fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
+def file_lock(path: Path, *, wait: bool = False, what: str, hint: str) -> Iterator[None]:
+    """Exclusive ``flock`` on ``path`` for the block, re-entrant within this process; released when
+    the block ends or the process dies (kill -9 included).
+
+    Raises:
+        StudyError: another process holds it and ``wait`` is false: one line naming ``what``, the
+            holder's host and PID and ``hint``.
+    """
+    key = Path(os.path.abspath(path))
+    if key in _HELD:
+        fh, depth = _HELD[key]
+        _HELD[key] = (fh, depth + 1)
+        try:
+            yield
+        finally:
+            fh, depth = _HELD[key]
+            _HELD[key] = (fh, depth - 1)
+        return
+    key.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(key, "a+")  # noqa: SIM115 - held for the whole block
     try:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             fh.seek(0)
             owner = fh.read().strip() or "another process"
-            raise StudyError(
-                f"{study_dir}: this study is already being run by {owner}; wait for it, or use "
-                "--workers N in that command (several hosts: a PostgreSQL --storage and `worker`)"
-            ) from None
+            raise StudyError(f"{what} is in use by {owner}; {hint}") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()}")
+        fh.write(f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         fh.flush()
-        yield
+        _HELD[key] = (fh, 1)
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
     finally:
         fh.close()
+
+
+def study_lock(spec: StorageSpec, name: str, *, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+    """One lock per study (per database) for a whole ``run``/``search``/``select``."""
+    return file_lock(
+        lock_path(spec, name),
+        wait=wait,
+        what=f"study {name!r} ({spec.display})",
+        hint="wait for it to finish, pass --wait to queue behind it, or use --workers N in that "
+        "command (several hosts: a PostgreSQL --storage and `worker`)",
+    )
+
+
+def coordinator_lock(study_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Exclusive lock of the local study folder (kept for callers that have no storage spec)."""
+    return file_lock(
+        study_dir / ".coordinator.lock",
+        what=f"study folder {study_dir}",
+        hint="wait for it, or use --workers N in that command",
+    )
 
 
 def load_study_readonly(spec: StorageSpec, name: str) -> optuna.Study:
