@@ -138,7 +138,10 @@ def build_zoo(
                     ckpt.unlink()
                     _info_path(space, name, studies_root).unlink(missing_ok=True)
             log.info(
-                "zoo: training teacher %s (%s, %d iterations)", name, entry.zoo.spec.label, entry.zoo.iterations
+                "zoo: training teacher %s (%s, %d iterations)",
+                name,
+                entry.zoo.spec.label,
+                entry.zoo.iterations,
             )
             out = ckpt.parent
             result = run_recipe(

@@ -598,3 +598,245 @@ def test_a_study_interrupted_while_being_created_is_set_up_again(tmp_path: Path,
     )
     assert study.user_attrs["initialised"] is True and "space" in study.user_attrs
     assert study.user_attrs["pool_hash"] != "x"
+
+
+# -- 1. a fault that hits every trial does not burn the study ---------------------------------------------
+def _search_opts(studies: Path, space: Path, **kw: Any) -> Any:
+    from tests.test_search import opts
+
+    return opts(studies, space, **kw)
+
+
+@pytest.mark.timeout(900)
+def test_a_full_disk_stops_the_study_and_the_next_run_redoes_those_trials(
+    tmp_path: Path, teacher_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every trial fails at its first checkpoint (ENOSPC): after 3 in a row the study stops with
+    one line naming the cause; none counted toward the target; once space is free, the same
+    command runs them again (baselines keep their label) and reaches the target."""
+    from curriculum_search.search.coordinator import run_search
+    from curriculum_search.search.space import load_space
+    from curriculum_search.search.study import finished_count
+    from tests.faults import inject
+
+    space, studies = _study(tmp_path, teacher_ckpt)
+    _edit(space, trials=4)
+    with monkeypatch.context() as m:
+        inject(tmp_path / "inject", m, "disk_full")
+        with pytest.raises(StudyError) as err:
+            run_search(load_space(space), _search_opts(studies, space))
+    msg = str(err.value)
+    assert "study 'tiny' stopped: 3 trials in a row failed on the environment, last: disk full" in msg, msg
+    assert "re-run the same command" in msg and "\n" not in msg
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny' / 'study.db'}")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 3 and finished_count(study) == 0
+    assert all(t.user_attrs["environment_failure"] == "disk full" for t in failed)
+    assert all("No space left on device" in t.user_attrs["failure_reason"] for t in failed)
+    summary = run_search(load_space(space), _search_opts(studies, space))
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny' / 'study.db'}")
+    assert summary.finished == 4 and finished_count(study) == 4
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    first = failed[0]
+    retry = [t for t in done if t.user_attrs.get("retry_of") == first.number]
+    assert retry and retry[0].user_attrs.get("baseline") == first.user_attrs.get("baseline") is not None
+
+
+def test_environment_causes_are_told_from_curriculum_failures() -> None:
+    import errno as errno_
+
+    from curriculum_search.errors import CheckpointError, DataError, TrialFailure
+    from curriculum_search.search.failures import environment_cause
+
+    assert environment_cause(OSError(errno_.ENOSPC, "No space left", "x")) == "disk full"
+    assert environment_cause(PermissionError(errno_.EACCES, "denied", "img.png")) == "permission denied"
+    assert (
+        environment_cause(CheckpointError("t.pt", "checkpoint not found"))
+        == "missing or unreadable checkpoint"
+    )
+    assert environment_cause(DataError("val.json", None, "cannot read image")) == "unreadable data"
+    assert (
+        environment_cause(RuntimeError("CUDA error: an illegal memory access was encountered"))
+        == "CUDA error"
+    )
+    wrapped = RuntimeError("stage failed")
+    wrapped.__cause__ = OSError(errno_.EIO, "Input/output error")
+    assert environment_cause(wrapped) == "I/O error"
+    for own in (
+        TrialFailure("non-finite loss at iteration 3"),
+        TrialFailure("out of memory at iteration 1: CUDA out of memory"),
+        ValueError("bad"),
+    ):
+        assert environment_cause(own) is None
+
+
+# -- 2. a hung trial cannot block a study ------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(900)
+def test_a_hung_trial_is_killed_at_its_wall_clock_limit_and_the_study_goes_on(
+    tmp_path: Path, teacher_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from curriculum_search.search.coordinator import run_search
+    from curriculum_search.search.space import load_space
+    from tests.faults import inject
+
+    space, studies = _study(tmp_path, teacher_ckpt)
+    _edit(space, trials=2, trial_timeout_s=45)
+    marker = tmp_path / "hung.pid"
+    with monkeypatch.context() as m:
+        inject(tmp_path / "inject", m, "hang_once", CS_TEST_MARKER=str(marker))
+        summary = run_search(load_space(space), _search_opts(studies, space))
+    assert summary.finished == 2
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny' / 'study.db'}")
+    states = {t.number: t.state for t in study.trials}
+    hung = study.trials[0]
+    assert hung.state == optuna.trial.TrialState.FAIL, states
+    assert re.search(
+        r"over the per-trial wall-clock limit of 45 s \(trial_timeout_s", hung.user_attrs["failure_reason"]
+    )
+    assert study.trials[1].state == optuna.trial.TrialState.COMPLETE, states
+    assert not _alive(int(marker.read_text()))
+
+
+@pytest.mark.timeout(600)
+def test_timeout_is_honoured_while_a_trial_hangs(
+    tmp_path: Path, teacher_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-trial limit is long (default); ``--timeout`` still ends the run: the hung trial is
+    stopped and re-queued (it resumes on the next run). Before, the coordinator waited forever."""
+    from curriculum_search.search.coordinator import run_search
+    from curriculum_search.search.space import load_space
+    from curriculum_search.search.study import finished_count
+    from tests.faults import inject
+
+    space, studies = _study(tmp_path, teacher_ckpt)
+    _edit(space, trials=3)
+    marker = tmp_path / "hung.pid"
+    with monkeypatch.context() as m:
+        inject(tmp_path / "inject", m, "hang_once", CS_TEST_MARKER=str(marker))
+        run_search(load_space(space), _search_opts(studies, space, timeout_s=40))
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny' / 'study.db'}")
+    first = study.trials[0]
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["requeued"] is True
+    assert "--timeout reached" in first.user_attrs["failure_reason"]
+    assert finished_count(study) == 0
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert any(t.user_attrs.get("retry_of") == first.number for t in waiting)
+    assert not _alive(int(marker.read_text()))
+
+
+# -- 5. retries keep their curriculum -----------------------------------------------------------------------
+def test_a_trial_killed_before_its_decoding_is_requeued_with_its_enqueued_params(tmp_path: Path) -> None:
+    """A baseline claimed (``ask``) and killed before ``suggest_curriculum`` ran has no params:
+    its retry must carry the enqueued ``fixed_params`` and label, not become a random curriculum."""
+    from curriculum_search.search.study import recover_interrupted
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    params = {"n_stages": 2, "lr": 0.002, "teacher_0": "a"}
+    study.enqueue_trial(params, user_attrs={"baseline": "weak_to_strong"})
+    claimed = study.ask()  # ... and the coordinator is killed here
+    assert claimed.params == {}
+    assert recover_interrupted(study, lambda s: None) == 1
+    (retry,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert retry.system_attrs["fixed_params"] == params
+    assert retry.user_attrs["baseline"] == "weak_to_strong" and retry.user_attrs["retry_of"] == claimed.number
+
+
+# -- 10. small ones -----------------------------------------------------------------------------------------
+def test_history_has_no_duplicate_rows_after_a_resume(tmp_path: Path, teacher_ckpt: Path) -> None:
+    """Killed after the evaluation at iteration 3 (checkpoint at 2): the resumed run evaluates 3
+    again; ``history.jsonl`` holds each evaluation once, as an uninterrupted run's does."""
+    from curriculum_search.curriculum.recipe import load_recipe
+    from curriculum_search.curriculum.trainer import run_recipe
+    from tests.test_bad_input import recipe_dict, run_options, write_yaml
+
+    data = recipe_dict(teacher_ckpt)
+    data["stages"][0]["iterations"] = 5
+    data["train"].update(eval_every=1, checkpoint_every=2)
+    recipe = load_recipe(write_yaml(tmp_path / "r.yaml", data))
+
+    def kill_at_3(iteration: int, res: Any) -> None:
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, run_options(tmp_path, callbacks=[kill_at_3]))
+    run_recipe(recipe, run_options(tmp_path))
+    rows = [json.loads(line) for line in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5], rows
+
+
+KILLED_RUN = """
+import sys, time
+from pathlib import Path
+from curriculum_search.search.fullrun import _status
+from curriculum_search.search.storage import running_marker, storage_spec, study_lock
+spec = storage_spec(Path(sys.argv[1]), "tiny", None)
+with study_lock(spec, "tiny"):
+    _status(spec.study_dir / "full" / "status.json", "running", extra=running_marker(spec, "tiny"))
+    print("running", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_full_run_status_reads_interrupted_after_a_kill(tmp_path: Path) -> None:
+    """``full/status.json`` said "running" forever after a kill -9; readers now see the run's
+    study lock free (or its PID gone) and say "interrupted"."""
+    import signal
+
+    from curriculum_search.dashboard import data as dd
+    from curriculum_search.search.storage import live_state
+
+    studies = tmp_path / "studies"
+    repo = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(studies)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": repo},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "running"
+        status = json.loads((studies / "tiny" / "full" / "status.json").read_text())
+        assert status["pid"] == proc.pid and live_state(status) == "running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    before = (studies / "tiny" / "full" / "status.json").read_bytes()
+    status = json.loads(before)
+    assert status["state"] == "running" and live_state(status) == "interrupted"
+    assert live_state({k: v for k, v in status.items() if k != "lock"}) == "interrupted"  # PID check
+    run = dd.FullRun(studies / "tiny" / "full", status, [], None, False, [])
+    assert run.state == "interrupted"
+    assert (studies / "tiny" / "full" / "status.json").read_bytes() == before  # readers write nothing
+
+
+def test_full_run_marks_itself_running_with_its_pid_and_lock(
+    tmp_path: Path, teacher_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from curriculum_search.search import fullrun
+    from curriculum_search.search.space import load_space
+    from curriculum_search.search.storage import lock_path
+
+    space, studies = _study(tmp_path, teacher_ckpt)
+    seen: dict[str, Any] = {}
+
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        seen.update(json.loads((studies / "tiny" / "full" / "status.json").read_text()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fullrun, "run_selection", stop)
+    with pytest.raises(KeyboardInterrupt):
+        fullrun.run_full(load_space(space), _search_opts(studies, space))
+    spec = storage_spec(studies, "tiny", None)
+    assert seen["state"] == "running" and seen["pid"] == os.getpid()
+    assert seen["lock"] == str(lock_path(spec, "tiny"))
+    assert json.loads((studies / "tiny" / "full" / "status.json").read_text())["state"] == "interrupted"

@@ -22,9 +22,11 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from curriculum_search.errors import StudyError
 from curriculum_search.search import attrs as A
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import CurriculumChoice, build_recipe, proxy_cost, suggest_curriculum
+from curriculum_search.search.failures import ENV_FAILURE_LIMIT, trial_time_limit
 from curriculum_search.search.options import SearchOptions, SearchSummary, run_seeds, study_name
 from curriculum_search.search.processes import (
     Process,
@@ -60,6 +62,7 @@ class _Running:
     trial: optuna.Trial
     choice: CurriculumChoice
     process: Process
+    killed_after_s: float | None = None  # set when the per-trial wall-clock limit killed it
 
     @property
     def slot(self) -> int:
@@ -116,11 +119,16 @@ def _coordinate(
         leave=False,
         dynamic_ncols=True,
     )
+    limit = trial_time_limit(space)
+    env_failures: list[str] = []  # environment failures in a row (disk full, CUDA error...)
     with heartbeats(study, lambda: [r.trial._trial_id for r in running.values()], spec.is_server):
         try:
             while True:
                 done = finished_count(study)
                 out_of_time = timeout is not None and time.time() - t_start > timeout
+                if out_of_time and (running or waiting_reuse):  # --timeout holds even if a trial hangs
+                    _stop_at_timeout(study, running, waiting_reuse, opts, bar)
+                    break
                 free_slots = sorted(set(range(workers)) - {r.slot for r in running.values()})
                 while (
                     not out_of_time
@@ -155,14 +163,25 @@ def _coordinate(
                 if workers == 1 and running:
                     _update_iteration_bar(it_bar, next(iter(running.values())))
                 for number, r in list(running.items()):
+                    if not r.process.done() and time.time() - r.process.started > limit:
+                        r.process.proc.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
+                        r.process.proc.wait()
+                        r.killed_after_s = limit
                     if not r.process.done():
                         continue
                     del running[number]
-                    line = _finish(study, r)
+                    line, cause = _finish(study, r)
                     if is_counted(r.trial.user_attrs):  # a re-queued trial is counted by its retry
                         bar.update(1)
                     it_bar.reset()
                     opts.echo(line) if not opts.progress else bar.write(line)
+                    env_failures = [*env_failures, cause] if cause else []
+                    if len(env_failures) >= ENV_FAILURE_LIMIT:
+                        raise StudyError(
+                            f"study {study.study_name!r} stopped: {len(env_failures)} trials in a row failed "
+                            f"on the environment, last: {cause}; fix it and re-run the same command (those "
+                            "trials run again; they do not count toward the target)"
+                        )
                 for trial, choice in list(waiting_reuse):
                     if choice.key not in {r.choice.key for r in running.values()}:
                         waiting_reuse.remove((trial, choice))
@@ -179,6 +198,32 @@ def _coordinate(
         finally:
             it_bar.close()
             bar.close()
+
+
+def _stop_at_timeout(
+    study: optuna.Study,
+    running: dict[int, _Running],
+    waiting: list[tuple[optuna.Trial, CurriculumChoice]],
+    opts: SearchOptions,
+    bar: Any,
+) -> None:
+    """``--timeout`` reached: stop the running trials (a hung one included) and re-queue them with
+    the ones waiting for a twin; each resumes from its last checkpoint on the next run."""
+    stop_all(r.process for r in running.values())
+    trials = [r.trial for r in running.values()] + [t for t, _ in waiting]
+    for r in running.values():
+        r.process.close()
+    for trial in trials:
+        enqueue_retry(study, trial, reason="timeout")
+        trial.set_user_attr(A.REQUEUED, True)
+        trial.set_user_attr(
+            A.FAILURE_REASON, "interrupted: --timeout reached; re-queued, it resumes from its last checkpoint"
+        )
+        study.tell(trial, state=TrialState.FAIL)
+    running.clear()
+    waiting.clear()
+    line = f"timeout reached: stopped {len(trials)} trial(s); the next run resumes them from their last checkpoint"
+    opts.echo(line) if not opts.progress else bar.write(line)
 
 
 def _decode(trial: optuna.Trial, space: SearchSpace) -> CurriculumChoice:
@@ -312,19 +357,49 @@ def read_result(study: optuna.Study, trial: optuna.Trial, process: Process) -> T
     trial.set_user_attr(A.WALL_TIME_S, round(wall, 2))
     # SIGKILL is mostly the OOM killer or an operator, rarely the curriculum itself: retry once
     # (from the last checkpoint); a retry that is killed again fails for good
-    if killed and result.state == "fail" and trial.user_attrs.get(A.RETRY_REASON) != "killed":
+    if (
+        killed
+        and result.state == "fail"
+        and not result.environment
+        and trial.user_attrs.get(A.RETRY_REASON) != "killed"
+    ):
         enqueue_retry(study, trial, reason="killed")
         trial.set_user_attr(A.REQUEUED, True)
         result.reason = f"{result.reason}; re-queued once, the retry resumes from the last checkpoint"
     return result
 
 
-def _finish(study: optuna.Study, r: _Running) -> str:
+def _finish(study: optuna.Study, r: _Running) -> tuple[str, str | None]:
+    """Tell the trial's outcome; returns its log line and the environment cause of its failure
+    (``None`` unless the environment failed it: then it is re-queued and does not count)."""
     trial = r.trial
-    result = read_result(study, trial, r.process)
-    wall = trial.user_attrs.get(A.WALL_TIME_S, 0.0)
     label = trial.user_attrs.get(A.BASELINE) or "search"
     desc = r.choice.describe()
+    if r.killed_after_s is not None:
+        wall = r.process.close()
+        trial.set_user_attr(A.WALL_TIME_S, round(wall, 2))
+        reason = (
+            f"killed after {wall:.0f} s: over the per-trial wall-clock limit of {r.killed_after_s:.0f} s "
+            "(trial_timeout_s in the space file); it stopped making progress or is far too slow"
+        )
+        trial.set_user_attr(A.FAILURE_REASON, reason)
+        study.tell(trial, state=TrialState.FAIL)
+        return f"#{trial.number:<3} {label:<16} FAILED: {reason}  {desc}", None
+    result = read_result(study, trial, r.process)
+    if result.state == "fail" and result.environment:
+        reason = f"environment ({result.environment}): {result.reason}"
+        trial.set_user_attr(A.FAILURE_REASON, reason)
+        trial.set_user_attr(A.ENVIRONMENT_FAILURE, result.environment)
+        if not trial.user_attrs.get(A.REQUEUED):
+            enqueue_retry(study, trial, reason="environment")
+            trial.set_user_attr(A.REQUEUED, True)
+        study.tell(trial, state=TrialState.FAIL)
+        return f"#{trial.number:<3} {label:<16} FAILED, re-queued: {reason}  {desc}", result.environment
+    return _tell(study, trial, result, label, desc), None
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult, label: str, desc: str) -> str:
+    wall = trial.user_attrs.get(A.WALL_TIME_S, 0.0)
     if result.state == "complete":
         assert result.value is not None
         trial.set_user_attr(A.METRICS, result.metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import IO, Any
 
 import optuna
 
+from curriculum_search.search.failures import low_disk
 from curriculum_search.search.protocol import TrialJob, TrialResult
 from curriculum_search.search.storage import secret_env
 
@@ -56,11 +58,10 @@ def finish(process: Process) -> tuple[TrialResult, float, bool]:
         return TrialResult.read(process.run_dir), wall, killed
     except (OSError, ValueError, TypeError):
         why = "killed (out of memory?)" if killed else f"crashed with exit code {code}"
-        return (
-            TrialResult("fail", reason=f"trial process {why}; see {process.run_dir / 'trial.log'}"),
-            wall,
-            killed,
-        )
+        result = TrialResult("fail", reason=f"trial process {why}; see {process.run_dir / 'trial.log'}")
+        if low_disk(process.run_dir):  # it could not even write its result
+            result.environment = "disk full"
+        return result, wall, killed
 
 
 def gpus(device: str | None) -> list[str]:
@@ -106,6 +107,8 @@ def stop_all(processes: Iterable[Process]) -> None:
     procs = list(processes)
     for p in procs:
         p.proc.terminate()
+        with contextlib.suppress(OSError):  # a stopped (SIGSTOP) process handles SIGTERM once resumed
+            p.proc.send_signal(signal.SIGCONT)
     for p in procs:
         try:
             p.proc.wait(timeout=20)

@@ -126,6 +126,8 @@ class TrialResult:
         pruned_at: global iteration of the pruning decision.
         reason: why the run failed.
         wall_time_s: seconds the process spent.
+        environment: set when the failure is the environment's (``"disk full"``, ``"CUDA error"``,
+            see :mod:`~curriculum_search.search.failures`): re-queued, not counted.
     """
 
     state: State
@@ -138,6 +140,7 @@ class TrialResult:
     pruned_at: int | None = None
     reason: str | None = None
     wall_time_s: float | None = None
+    environment: str | None = None
 
     def write(self, run_dir: Path) -> None:
         atomic_write_text(Path(run_dir) / RESULT_FILE, json.dumps(asdict(self), indent=2))

@@ -329,7 +329,9 @@ def file_lock(path: Path, *, wait: bool = False, what: str, hint: str) -> Iterat
             raise StudyError(f"{what} is in use by {owner}; {hint}") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        fh.write(
+            f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        )
         fh.flush()
         _HELD[key] = (fh, 1)
         try:
@@ -340,7 +342,9 @@ def file_lock(path: Path, *, wait: bool = False, what: str, hint: str) -> Iterat
         fh.close()
 
 
-def study_lock(spec: StorageSpec, name: str, *, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+def study_lock(
+    spec: StorageSpec, name: str, *, wait: bool = False
+) -> contextlib.AbstractContextManager[None]:
     """One lock per study (per database) for a whole ``run``/``search``/``select``."""
     return file_lock(
         lock_path(spec, name),
@@ -349,6 +353,54 @@ def study_lock(spec: StorageSpec, name: str, *, wait: bool = False) -> contextli
         hint="wait for it to finish, pass --wait to queue behind it, or use --workers N in that "
         "command (several hosts: a PostgreSQL --storage and `worker`)",
     )
+
+
+def lock_held(path: Path) -> bool | None:
+    """Whether some process holds the lock file ``path`` (``None``: cannot tell). Read-only: the
+    file is opened for reading and never created or changed."""
+    try:
+        fh = open(path)  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        fh.close()
+    return False
+
+
+def running_marker(spec: StorageSpec, name: str) -> dict[str, Any]:
+    """What a ``status.json`` that says "running" also records, so a reader can tell a live run
+    from one that was killed (:func:`live_state`)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "lock": str(lock_path(spec, name))}
+
+
+def live_state(status: Mapping[str, Any]) -> str:
+    """``status["state"]``, except that a "running" whose process is gone reads "interrupted":
+    its study lock is free (this host or a shared folder) or, without a lock, its PID is dead."""
+    state = str(status.get("state") or "unknown")
+    if state != "running":
+        return state
+    lock = status.get("lock")
+    if lock:
+        held = lock_held(Path(str(lock)))
+        if held is not None:
+            return "running" if held else "interrupted"
+    pid, host = status.get("pid"), status.get("host")
+    if isinstance(pid, int) and host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "interrupted"
+        except OSError:
+            pass
+    return state
 
 
 def coordinator_lock(study_dir: Path) -> contextlib.AbstractContextManager[None]:

@@ -205,7 +205,10 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason
     keep[A.RETRY_OF] = trial.number
     if reason:
         keep[A.RETRY_REASON] = reason
-    study.enqueue_trial(trial.params, user_attrs=keep, skip_if_exists=False)
+    # an enqueued trial (baseline, retry) killed before it was decoded has no params yet: its
+    # enqueued ones are in fixed_params; without them the retry would be a random curriculum
+    fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+    study.enqueue_trial({**fixed, **trial.params}, user_attrs=keep, skip_if_exists=False)
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -24,6 +24,7 @@ from curriculum_search.curriculum.trainer import RunOptions, RunResult, run_reci
 from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.engine.evaluate import EvalResult
 from curriculum_search.errors import TrialFailure, UserError
+from curriculum_search.search.failures import environment_cause
 from curriculum_search.search.protocol import RESULT_FILE, TrialJob, TrialResult
 from curriculum_search.search.space import make_pruner, pruning_allowed, space_from_dict
 from curriculum_search.search.storage import open_storage
@@ -91,7 +92,7 @@ def run_job(job: TrialJob) -> TrialResult:
     except optuna.TrialPruned:
         result = TrialResult("pruned", value=last.get("ap"), pruned_at=_int(last.get("iteration")))
     except (TrialFailure, UserError) as exc:
-        result = TrialResult("fail", reason=str(exc))
+        result = TrialResult("fail", reason=str(exc), environment=environment_cause(exc))
     result.wall_time_s = round(time.time() - t0, 2)
     result.write(run_dir)
     return result
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        TrialResult("fail", reason=reason).write(Path(job.run_dir))
+        TrialResult("fail", reason=reason, environment=environment_cause(exc)).write(Path(job.run_dir))
         return 1
     return 0
 
