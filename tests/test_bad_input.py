@@ -10,13 +10,15 @@ a full disk). Helpers at the top are reused by ``test_security.py``, ``test_conc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from curriculum_search.curriculum.trainer import RunOptions, run_recipe
 from curriculum_search.data import SyntheticConfig, ensure_synthetic
 from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.distill.feature import _registry as feature_registry
-from curriculum_search.errors import TrialFailure
+from curriculum_search.errors import StudyError, TrialFailure
 from curriculum_search.models import DetectorSpec, build_detector, load_checkpoint, save_detector
 from curriculum_search.search.service import SearchOptions, open_study, run_search
 from curriculum_search.search.space import load_space
@@ -1146,3 +1148,75 @@ def test_study_name_given_on_the_command_line_cannot_be_a_path(
     line = one_line_error(cli([*argv, *extra, "--studies-dir", str(studies)]), capsys.readouterr().err)
     assert re.search(r"study name '[./a]*x': must be a folder name", line), line
     assert not studies.exists() and not (tmp_path / "x").exists() and not (tmp_path / "deep" / "x").exists()
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[None]:
+    """Make ``path`` read-only for this process: permission bits, or (root ignores them) the
+    immutable attribute."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
+
+
+def test_read_only_study_database_is_one_line_and_left_intact(
+    tmp_path: Path, teacher_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, space, studies, db = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    before = db.read_bytes()
+    with _read_only(db):
+        line = one_line_error(cli(search_args(space, studies)), capsys.readouterr().err)
+    assert re.search(r"study\.db: the study database is read-only; nothing was changed", line), line
+    assert db.read_bytes() == before
+
+
+def test_study_database_out_of_disk_is_one_line_and_nothing_told_is_lost(
+    tmp_path: Path, teacher_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's file cannot grow (``max_page_count``: what a full disk looks like to SQLite): the
+    run stops with one line instead of a traceback, and the study reads back whole."""
+    from sqlalchemy import event
+
+    from curriculum_search.search import study as study_mod
+    from curriculum_search.search.coordinator import run_search
+
+    _, space, studies, db = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    real_open = study_mod.open_storage
+
+    def full_disk_storage(spec: Any, **kw: Any) -> Any:
+        storage = real_open(spec, **kw)
+        engine = storage.engine
+
+        @event.listens_for(engine, "connect")
+        def cap(dbapi_con: Any, _rec: Any) -> None:
+            pages = dbapi_con.execute("PRAGMA page_count").fetchone()[0]
+            dbapi_con.execute(f"PRAGMA max_page_count = {pages + 1}")
+
+        engine.dispose()
+        return storage
+
+    monkeypatch.setattr(study_mod, "open_storage", full_disk_storage)
+    sp = load_space(space)
+    options = SearchOptions(
+        studies_root=studies, progress=False, threads=1, space_file=space, echo=lambda s: None
+    )
+    with pytest.raises(
+        StudyError, match=r"study\.db: no space left for the study database; every trial told before is kept"
+    ):
+        run_search(sp, options)
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")  # readable, whole
+    assert study.user_attrs["initialised"] is True
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -35,6 +35,7 @@ from curriculum_search.search.storage import (
 from curriculum_search.utils.io import atomic_write_text, dump_yaml
 from tests.test_bad_input import teacher_ckpt as teacher_ckpt  # fixture
 from tests.test_postgres import _as_postgres, _bin, _free_port
+from tests.test_postgres import postgres_url as postgres_url  # fixture
 from tests.test_search import write_space
 
 
@@ -688,7 +689,7 @@ def test_a_hung_trial_is_killed_at_its_wall_clock_limit_and_the_study_goes_on(
     from tests.faults import inject
 
     space, studies = _study(tmp_path, teacher_ckpt)
-    _edit(space, trials=2, trial_timeout_s=45)
+    _edit(space, trials=2, trial_timeout_s=90)
     marker = tmp_path / "hung.pid"
     with monkeypatch.context() as m:
         inject(tmp_path / "inject", m, "hang_once", CS_TEST_MARKER=str(marker))
@@ -699,7 +700,7 @@ def test_a_hung_trial_is_killed_at_its_wall_clock_limit_and_the_study_goes_on(
     hung = study.trials[0]
     assert hung.state == optuna.trial.TrialState.FAIL, states
     assert re.search(
-        r"over the per-trial wall-clock limit of 45 s \(trial_timeout_s", hung.user_attrs["failure_reason"]
+        r"over the per-trial wall-clock limit of 90 s \(trial_timeout_s", hung.user_attrs["failure_reason"]
     )
     assert study.trials[1].state == optuna.trial.TrialState.COMPLETE, states
     assert not _alive(int(marker.read_text()))
@@ -840,3 +841,117 @@ def test_full_run_marks_itself_running_with_its_pid_and_lock(
     assert seen["state"] == "running" and seen["pid"] == os.getpid()
     assert seen["lock"] == str(lock_path(spec, "tiny"))
     assert json.loads((studies / "tiny" / "full" / "status.json").read_text())["state"] == "interrupted"
+
+
+# -- 6. journal storage: kill -9 leaves no trial RUNNING forever ---------------------------------------------
+def test_journal_study_recovers_trials_of_a_killed_coordinator(tmp_path: Path, teacher_ckpt: Path) -> None:
+    """Journal storage has no heartbeat: a trial claimed by a coordinator that was killed stayed
+    RUNNING forever. The study lock makes the next coordinator the only one, so it recovers it
+    like SQLite (failed, re-queued)."""
+    from curriculum_search.search.coordinator import run_search
+    from curriculum_search.search.options import SearchOptions
+    from curriculum_search.search.space import load_space
+    from curriculum_search.search.study import open_study
+
+    space, studies = _study(tmp_path, teacher_ckpt)
+    journal = f"journal:{tmp_path / 'journal.log'}"
+    sp = load_space(space)
+    options = SearchOptions(
+        studies_root=studies, storage=journal, trials=1, progress=False, space_file=space, echo=lambda s: None
+    )
+    study = open_study(sp, options, storage_spec(studies, "tiny", journal))
+    study.set_user_attr("baselines_enqueued", True)
+    done = study.ask()
+    study.tell(done, 0.1)
+    killed = study.ask()  # claimed, then its coordinator died
+    run_search(sp, options)
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[killed.number].state == optuna.trial.TrialState.FAIL
+    assert trials[killed.number].user_attrs["requeued"] is True
+    assert not [t for t in trials.values() if t.state == optuna.trial.TrialState.RUNNING]
+    assert any(t.user_attrs.get("retry_of") == killed.number for t in trials.values())
+
+
+# -- 6. server databases: heartbeat from the claim, a paused coordinator, no shared run folder ------------
+@pytest.mark.postgres
+def test_a_claimed_trial_has_a_heartbeat_before_it_is_prepared(postgres_url: str) -> None:
+    """A host killed between ``ask()`` and the launch (preparation can take a while) left a trial
+    without any heartbeat, which Optuna never fails: RUNNING forever. ``claim`` beats at once."""
+    import time
+
+    from curriculum_search.search.processes import claim
+
+    storage = optuna.storages.RDBStorage(postgres_url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="hb", storage=storage, direction="maximize")
+    trial = claim(study, server=True)  # ... and the host dies here
+    time.sleep(2.5)  # past the grace period
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
+
+
+def test_a_coordinator_back_from_a_pause_drops_a_result_another_host_finished(tmp_path: Path) -> None:
+    """Paused past the heartbeat grace, its trial was failed (and retried) elsewhere: when it comes
+    back, finishing that trial must neither crash nor write into the finished trial."""
+    from curriculum_search.search.coordinator import _finish, _Running
+    from curriculum_search.search.processes import Process
+    from curriculum_search.search.protocol import TrialResult
+
+    study = optuna.create_study(
+        study_name="p", storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize"
+    )
+    trial = study.ask()
+    other = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path / 's.db'}")
+    other.tell(trial.number, state=optuna.trial.TrialState.FAIL)  # another host's stale-trial sweep
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    TrialResult("complete", value=0.5, seed_values=[0.5]).write(run_dir)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+
+    class Choice:
+        def describe(self) -> str:
+            return "a | mse"
+
+    log = open(tmp_path / "log", "ab")  # noqa: SIM115 - closed by _finish
+    r = _Running(trial, Choice(), Process(proc, run_dir, 0.0, log, 0))  # type: ignore[arg-type]
+    line, cause = _finish(study, r)
+    assert "result dropped" in line and cause is None
+    after = study.trials[trial.number]
+    assert after.state == optuna.trial.TrialState.FAIL and after.value is None and not after.user_attrs
+
+
+def test_a_retry_never_shares_the_run_folder_of_a_running_original(
+    tmp_path: Path, teacher_ckpt: Path
+) -> None:
+    from curriculum_search.search.coordinator import trial_run_dir
+    from curriculum_search.search.encoding import suggest_curriculum
+    from curriculum_search.search.space import load_space
+    from curriculum_search.search.storage import RUN_LOCK, file_lock
+
+    space, studies = _study(tmp_path, teacher_ckpt)
+    spec = storage_spec(studies, "tiny", None)
+    study = optuna.load_study(study_name="tiny", storage=spec.url)
+    trial = study.ask()
+    choice = suggest_curriculum(trial, load_space(space))
+    usual = trial_run_dir(spec, study, choice, 0, trial.number)
+    assert usual.name.startswith(choice.key) and "-s0" in usual.name
+    hold = (
+        "import sys, time\nfrom pathlib import Path\nfrom curriculum_search.search.storage import file_lock\n"
+        "with file_lock(Path(sys.argv[1]), what='x', hint='y'):\n    print('held', flush=True)\n    time.sleep(600)\n"
+    )
+    usual.mkdir(parents=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hold, str(usual / RUN_LOCK)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        assert trial_run_dir(spec, study, choice, 0, 7) == usual.with_name(f"{usual.name}-t7")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert trial_run_dir(spec, study, choice, 0, 7) == usual  # free again: the retry resumes there
+    with file_lock(usual / RUN_LOCK, what="x", hint="y"):  # re-entrant in one process: no effect
+        pass

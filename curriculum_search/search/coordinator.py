@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,12 +31,14 @@ from curriculum_search.search.failures import ENV_FAILURE_LIMIT, trial_time_limi
 from curriculum_search.search.options import SearchOptions, SearchSummary, run_seeds, study_name
 from curriculum_search.search.processes import (
     Process,
+    claim,
     finish,
     gpus,
     heartbeats,
     job_for,
     progress_of,
     spawn,
+    still_ours,
     stop_all,
     thread_count,
 )
@@ -43,7 +46,14 @@ from curriculum_search.search.protocol import RESULT_FILE, TrialResult
 from curriculum_search.search.reader import is_counted
 from curriculum_search.search.results import summarize
 from curriculum_search.search.space import SearchSpace
-from curriculum_search.search.storage import StorageSpec, storage_spec, study_lock
+from curriculum_search.search.storage import (
+    RUN_LOCK,
+    StorageSpec,
+    database_errors,
+    lock_held,
+    storage_spec,
+    study_lock,
+)
 from curriculum_search.search.study import (
     enqueue_baselines,
     enqueue_retry,
@@ -76,10 +86,10 @@ def run_search(space: SearchSpace, opts: SearchOptions, *, enqueue: bool = True)
     local = not spec.is_server
     # one coordinator per local database (SQLite, journal); server databases take a `worker` per host
     lock = study_lock(spec, name, wait=opts.wait) if local else contextlib.nullcontext()
-    with lock:
+    with lock, database_errors(spec):
         study = open_study(space, opts, spec)
         ensure_zoo(space, opts)
-        if local and spec.journal_path is None:
+        if local:  # the study lock makes this the only coordinator (SQLite and journal alike)
             recover_interrupted(study, opts.echo)
         target = opts.trials or int(study.user_attrs.get(A.TARGET_TRIALS, space.trials))
         if opts.trials:
@@ -121,7 +131,11 @@ def _coordinate(
     )
     limit = trial_time_limit(space)
     env_failures: list[str] = []  # environment failures in a row (disk full, CUDA error...)
-    with heartbeats(study, lambda: [r.trial._trial_id for r in running.values()], spec.is_server):
+    with heartbeats(
+        study,
+        lambda: [r.trial._trial_id for r in running.values()] + [t._trial_id for t, _ in waiting_reuse],
+        spec.is_server,
+    ):
         try:
             while True:
                 done = finished_count(study)
@@ -137,7 +151,7 @@ def _coordinate(
                 ):
                     if spec.is_server:
                         optuna.storages.fail_stale_trials(study)
-                    trial = study.ask()
+                    trial = claim(study, spec.is_server)
                     choice = _decode(trial, space)
                     prepared = _prepare_trial(space, study, trial, choice, opts)
                     if prepared == "reused":
@@ -319,9 +333,7 @@ def _launch(
         seed=seeds[0],
         studies_root=opts.studies_root,
     )
-    # keyed by curriculum and the study's fingerprint (data, student, pool, proxy, train, seed):
-    # a retry resumes from the last checkpoint, an incomparable run is never resumed from
-    run_dir = spec.study_dir / "trials" / f"{choice.key}-{run_folder_id(study)}-s{seeds[0]}"
+    run_dir = trial_run_dir(spec, study, choice, seeds[0], trial.number)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULT_FILE).unlink(missing_ok=True)
     trial.set_user_attr(A.RUN_DIR, str(run_dir.relative_to(spec.study_dir)))
@@ -339,6 +351,19 @@ def _launch(
         first_stage_iterations=first_stage_min(space),
     )
     return _Running(trial, choice, spawn(job, run_dir, slot, threads, gpu_ids, str(trial.number)))
+
+
+def trial_run_dir(
+    spec: StorageSpec, study: optuna.Study, choice: CurriculumChoice, seed: int, number: int
+) -> Path:
+    """The run folder of a trial: keyed by curriculum and the study's fingerprint (data, student,
+    pool, proxy, train, seed), so a retry resumes from the last checkpoint and an incomparable run
+    is never resumed from; a folder a live trial process holds (an original on a paused host that
+    another host retried) is never shared: the trial gets its own."""
+    run_dir = spec.study_dir / "trials" / f"{choice.key}-{run_folder_id(study)}-s{seed}"
+    if lock_held(run_dir / RUN_LOCK):
+        run_dir = run_dir.with_name(f"{run_dir.name}-t{number}")
+    return run_dir
 
 
 def _update_iteration_bar(bar: Any, r: _Running) -> None:
@@ -375,6 +400,13 @@ def _finish(study: optuna.Study, r: _Running) -> tuple[str, str | None]:
     trial = r.trial
     label = trial.user_attrs.get(A.BASELINE) or "search"
     desc = r.choice.describe()
+    if not still_ours(study, trial):
+        r.process.close()
+        return (
+            f"#{trial.number:<3} {label:<16} result dropped: the trial was failed and retried by another "
+            "host while this one was not answering (heartbeat lost)  " + desc,
+            None,
+        )
     if r.killed_after_s is not None:
         wall = r.process.close()
         trial.set_user_attr(A.WALL_TIME_S, round(wall, 2))

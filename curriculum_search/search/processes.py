@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import optuna
+from optuna.trial import TrialState
 
 from curriculum_search.search.failures import low_disk
 from curriculum_search.search.protocol import TrialJob, TrialResult
@@ -123,6 +124,25 @@ def _die_with_parent() -> None:
 
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def claim(study: optuna.Study, server: bool) -> optuna.Trial:
+    """``study.ask()``; on a server database the trial's heartbeat starts at once, before the
+    (possibly long) preparation: a host killed in its first seconds leaves no trial RUNNING
+    forever (Optuna only fails stale trials that have a heartbeat)."""
+    trial = study.ask()
+    if server:
+        try:
+            study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+        except Exception as exc:  # pragma: no cover - network hiccup: the heartbeat thread retries
+            log.debug("first heartbeat failed: %s", exc)
+    return trial
+
+
+def still_ours(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """False when another host finished the trial meanwhile (this coordinator was paused past the
+    heartbeat grace period and the trial was failed and retried there): its result is dropped."""
+    return study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING
 
 
 def start_heartbeat(

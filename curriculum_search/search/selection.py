@@ -75,6 +75,7 @@ from curriculum_search.search.results import export_trial_recipe, provenance
 from curriculum_search.search.space import SearchSpace, SelectionConfig
 from curriculum_search.search.storage import (
     StorageSpec,
+    database_errors,
     load_study_readonly,
     open_storage,
     storage_spec,
@@ -376,11 +377,11 @@ def run_selection(space: SearchSpace, opts: SearchOptions) -> SelectionOutcome:
     name = study_name(space, opts)
     spec = storage_spec(opts.studies_root, name, opts.storage)
     local = not spec.is_server
-    with study_lock(spec, name, wait=opts.wait):  # a server study: this host's files (full/)
+    with study_lock(spec, name, wait=opts.wait), database_errors(spec):  # server: this host's full/
         search = load_study_readonly(spec, name)
         check_fingerprint(search, space, spec, opts.seed)  # the race trains what the search scored
         study = open_selection_study(spec, name)
-        if local and spec.journal_path is None:
+        if local:  # the study lock makes this the only coordinator (SQLite and journal alike)
             _recover(study, opts.echo)
         cands = {c.arm.key: c for c in shortlist(space, search, space.selection)}
         arms = [c.arm for c in cands.values()]

@@ -274,12 +274,69 @@ def _is_wal_database(path: Path) -> bool:
 
 
 def _enable_wal(path: Path) -> None:
-    """WAL lets readers (dashboard) and writers work at once; it is persistent in the file."""
-    con = sqlite3.connect(path, timeout=120)
+    """WAL lets readers (dashboard) and writers work at once; it is persistent in the file. Also
+    checks the database can be written (a read-only file is refused here, before any work)."""
     try:
-        con.execute("PRAGMA journal_mode=WAL")
-    finally:
-        con.close()
+        con = sqlite3.connect(path, timeout=120)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only database
+            con.rollback()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as exc:
+        why = database_error(exc)
+        if why is None:
+            raise
+        raise StudyError(f"{path}: {why}") from None
+
+
+#: SQLite / server messages of a database that cannot take writes, and what to tell the user.
+_DB_ERRORS = (
+    (
+        ("readonly database", "read-only", "readonly"),
+        "the study database is read-only; nothing was changed: make it (and its folder) writable, "
+        "or copy it and pass --storage sqlite:///COPY",
+    ),
+    (
+        ("database or disk is full", "disk is full", "no space left", "could not extend file"),
+        "no space left for the study database; every trial told before is kept: free space and "
+        "re-run the same command to resume",
+    ),
+    (
+        ("unable to open database file",),
+        "cannot open the study database (its folder is not writable or not reachable)",
+    ),
+)
+
+
+def database_error(exc: BaseException) -> str | None:
+    """One-line explanation for a database that refuses writes (read-only, full), following
+    Optuna's and SQLAlchemy's wrapping; ``None`` for any other error."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).lower()
+        for markers, why in _DB_ERRORS:
+            if any(m in text for m in markers):
+                return why
+        e = e.__cause__ or e.__context__ or getattr(e, "orig", None)
+    return None
+
+
+@contextlib.contextmanager
+def database_errors(spec: StorageSpec) -> Iterator[None]:
+    """Turn a read-only or full study database met mid-run into one :class:`StudyError` line."""
+    try:
+        yield
+    except StudyError:
+        raise
+    except Exception as exc:
+        why = database_error(exc)
+        if why is None:
+            raise
+        raise StudyError(f"{spec.display}: {why}") from None
 
 
 def lock_path(spec: StorageSpec, name: str) -> Path:
@@ -353,6 +410,10 @@ def study_lock(
         hint="wait for it to finish, pass --wait to queue behind it, or use --workers N in that "
         "command (several hosts: a PostgreSQL --storage and `worker`)",
     )
+
+
+#: Lock file a trial process holds in its run folder while it trains (see ``trial_worker``).
+RUN_LOCK = ".run.lock"
 
 
 def lock_held(path: Path) -> bool | None:
