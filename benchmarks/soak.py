@@ -827,7 +827,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--seconds",
         type=float,
         default=None,
-        help="time budget of the kill phase; the job then runs to its end (default 900; --short: 150)",
+        help="time budget of the kill phase; the job then runs to its end (default 900; --short: 240)",
     )
     p.add_argument("--short", action="store_true", help="CI version: 6 kills, 4 trials, about 4 minutes")
     p.add_argument("--workers", type=int, default=2, help="trial processes at once (default 2)")
@@ -844,7 +844,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         p.error(f"--kills must be >= {len(MODES) + 2} (one per mode, two in the full run)")
     return Config(
         kills=kills,
-        seconds=a.seconds if a.seconds is not None else (150.0 if a.short else 900.0),
+        seconds=a.seconds if a.seconds is not None else (240.0 if a.short else 900.0),
         seed=a.seed,
         workdir=a.workdir,
         short=a.short,
