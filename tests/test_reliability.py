@@ -955,3 +955,19 @@ def test_a_retry_never_shares_the_run_folder_of_a_running_original(
     assert trial_run_dir(spec, study, choice, 0, 7) == usual  # free again: the retry resumes there
     with file_lock(usual / RUN_LOCK, what="x", hint="y"):  # re-entrant in one process: no effect
         pass
+
+
+def test_race_runs_stopped_with_their_coordinator_never_count_as_failed(tmp_path: Path) -> None:
+    """Three `run`s stopped during the race (kill -9, Ctrl+C) failed the incumbent's run ("a run
+    of the incumbent failed"): only the run process SIGKILLed alone (OOM killer) counts."""
+    from curriculum_search.search.selection import MAX_INTERRUPTIONS, _recover, race_results
+
+    study = optuna.create_study(study_name="s:selection", storage=f"sqlite:///{tmp_path / 's.db'}")
+    attrs = {"arm_key": "a", "iterations": 100, "seed": 0}
+    for _ in range(MAX_INTERRUPTIONS + 1):
+        t = study.ask()
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        _recover(study, lambda s: None)  # the coordinator was killed while the run trained
+    assert ("a", 100, 0) not in race_results(study)  # run again, not "failed"
+    assert all(t.user_attrs["interrupted_by"] == "coordinator" for t in study.trials)

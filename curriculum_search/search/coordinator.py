@@ -157,7 +157,7 @@ def _coordinate(
                     if prepared == "reused":
                         done += 1
                         bar.update(1)
-                        line = f"#{trial.number:<3} {trial.user_attrs.get(A.BASELINE) or 'search':<16} same curriculum as #{trial.user_attrs.get(A.REUSED_FROM)}: result reused  {choice.describe()}"
+                        line = _reused_line(trial, choice)
                         opts.echo(line) if not opts.progress else bar.write(line)
                         continue
                     if prepared == "wait":
@@ -201,6 +201,8 @@ def _coordinate(
                         waiting_reuse.remove((trial, choice))
                         if _prepare_trial(space, study, trial, choice, opts) == "reused":
                             bar.update(1)
+                            line = _reused_line(trial, choice)  # told like any other trial
+                            opts.echo(line) if not opts.progress else bar.write(line)
                         else:  # the twin did not complete: run it ourselves
                             slot = min(set(range(workers)) - {r.slot for r in running.values()})
                             running[trial.number] = _launch(
@@ -212,6 +214,14 @@ def _coordinate(
         finally:
             it_bar.close()
             bar.close()
+
+
+def _reused_line(trial: optuna.Trial, choice: CurriculumChoice) -> str:
+    label = trial.user_attrs.get(A.BASELINE) or "search"
+    return (
+        f"#{trial.number:<3} {label:<16} same curriculum as #{trial.user_attrs.get(A.REUSED_FROM)}: "
+        f"result reused  {choice.describe()}"
+    )
 
 
 def _stop_at_timeout(

@@ -235,6 +235,9 @@ def _recover(study: optuna.Study, echo: Callable[[str], None]) -> None:
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
         study._storage.set_trial_user_attr(t._trial_id, A.INTERRUPTED, True)
+        # stopped with its coordinator (kill -9, Ctrl+C, a reboot): never the run's fault, and
+        # never counted toward MAX_INTERRUPTIONS (three stopped `run`s must not fail the incumbent)
+        study._storage.set_trial_user_attr(t._trial_id, A.INTERRUPTED_BY, "coordinator")
         study.tell(t.number, state=TrialState.FAIL)
     if stale:
         echo(f"selection: {len(stale)} interrupted race run(s) resume from their last checkpoint")
@@ -253,7 +256,9 @@ def race_results(study: optuna.Study) -> dict[RunKey, float | None]:
             out[key] = t.value
         elif not a.get(A.INTERRUPTED):
             out.setdefault(key, None)
-        else:  # killed with its coordinator or by the OOM killer: run it again, but not forever
+        elif a.get(A.INTERRUPTED_BY) == "coordinator":  # stopped with its coordinator: run it again
+            continue
+        else:  # the run process alone SIGKILLed (OOM killer): run it again, but not forever
             kills[key] = kills.get(key, 0) + 1
             if kills[key] >= MAX_INTERRUPTIONS:
                 out.setdefault(key, None)
