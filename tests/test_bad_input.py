@@ -730,7 +730,8 @@ COCO_CASES: dict[str, tuple[Callable[[Path], object], str]] = {
     ),
     "val-without-annotations": (
         lambda r: _edit_json(r / "val.json", lambda d: d.update(annotations=[])),
-        r"val\.json: annotations: the validation set has no annotated image",
+        # validation images without annotations are negatives (no box anywhere: AP undefined)
+        r"val\.json: annotations: the validation set has no usable box \(it has no annotation\): AP would be undefined",
     ),
     "val-boxes-all-dropped": (
         lambda r: _edit_json(
