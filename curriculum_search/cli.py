@@ -104,7 +104,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=None,
-        help="stop starting new trials after this many seconds (default: the space's `timeout_s`)",
+        help="stop after this many seconds: no new trial starts, running ones are stopped and resume from their checkpoint on the next run (default: the space's `timeout_s`)",
     )
     p.add_argument(
         "--workers",
