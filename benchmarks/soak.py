@@ -2,7 +2,7 @@
 nothing was lost.
 
     python benchmarks/soak.py [--kills 20] [--seconds 900] [--seed 0] [--workdir DIR] [--keep]
-    python benchmarks/soak.py --short          # 5 kills, about 3 minutes (run by tests/test_soak.py)
+    python benchmarks/soak.py --short          # 6 kills, about 4 minutes (run by tests/test_soak.py)
 
 The job is the real command, ``python -m curriculum_search run`` (zoo build, search with a trial
 process per trial, selection race whose last rung is the full run, export), started in its own session with one
@@ -14,7 +14,11 @@ advances; then the soak, depending on the kill planned:
 * ``write``  — the group is frozen (SIGSTOP) at random moments until it is caught while a checkpoint
   (``*.pt``) is being written, i.e. while its temporary file exists, and killed right there;
 * ``worker`` — SIGKILL of the trial process only (what the kernel's OOM killer does); the
-  coordinator survives and must record that trial as FAILED and go on.
+  coordinator survives and must record that trial as FAILED and go on;
+* ``coordinator`` — SIGKILL of the coordinator only while trials run: its trial processes must
+  die with it (no orphan keeps writing), and the restarted job re-queues their trials.
+
+The job runs ``--workers 2`` (two trial processes at once) unless ``--workers`` says otherwise.
 
 The last ``max(2, kills // 5)`` kills wait for the selection race (its last rung is the full run). After a
 group kill the job is restarted with the same command (it resumes). After the last kill it runs to
@@ -26,6 +30,9 @@ the end, and these invariants are checked (each printed as PASS/FAIL; exit statu
   (state, value, parameters, intermediate values, attributes);
 * ``no_trial_counted_twice``: exactly ``trials`` finished trials count (re-queued ones excluded), each
   re-queued trial has exactly one retry, no curriculum was completed twice without reuse;
+* ``retries_keep_curriculum``: every retry has its original's baseline label and, when the original
+  was decoded, the same curriculum (a retried baseline never turns into a random curriculum);
+* ``no_orphan_trials``: every trial process died with its killed coordinator;
 * ``killed_workers_failed``: every trial whose process was killed alone ended FAILED (or, when the
   process was killed after it had written its result, finished with that result);
 * ``checkpoints_loadable``: every ``*.pt`` of the study and the zoo loads (sha256 verified when its
@@ -64,7 +71,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 STUDY = "soak"
-MODES = ("group", "write", "worker")
+MODES = ("group", "write", "worker", "coordinator")
 #: Files whose (re)writing means the job made progress that a restart keeps.
 PROGRESS_NAMES = ("result.json", "info.json", "metrics.json")
 
@@ -96,6 +103,7 @@ class Config:
     short: bool
     extra_delay_s: float
     probe_timeout_s: float
+    workers: int = 2
 
     @property
     def studies(self) -> Path:
@@ -136,6 +144,7 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    orphans: list[int] = field(default_factory=list)  # trial processes that outlived their coordinator
 
     @property
     def ok(self) -> bool:
@@ -156,6 +165,8 @@ def start_job(cfg: Config, log: Any) -> subprocess.Popen[bytes]:
         str(cfg.studies),
         "--threads",
         "1",
+        "--workers",
+        str(cfg.workers),
         "-q",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -226,6 +237,25 @@ def wait_stopped(pids: list[int], timeout: float = 0.5) -> None:
         pending = still
         if pending:
             time.sleep(0.001)
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until every pid has exited (or is a zombie); returns those still alive at ``timeout``."""
+    end = time.time() + timeout
+    alive = list(pids)
+    while alive and time.time() < end:
+        still = []
+        for pid in alive:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("Z", "X"):
+                still.append(pid)
+        alive = still
+        if alive:
+            time.sleep(0.05)
+    return alive
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -442,7 +472,7 @@ def run_soak(cfg: Config) -> Report:
             if not wait_until(ready, proc, deadline):
                 continue
             where = phase(cfg, proc)
-            if mode == "worker":
+            if mode in ("worker", "coordinator"):
                 job = proc
 
                 def worker_or_full(job: subprocess.Popen[bytes] = job) -> bool:
@@ -452,6 +482,25 @@ def run_soak(cfg: Config) -> Report:
                     continue
                 if phase(cfg, None) == "full":  # the search ended first: no trial process to kill
                     modes[k] = mode = "group"
+            if mode == "coordinator":
+                time.sleep(rng.uniform(0, cfg.extra_delay_s))
+                found = trial_worker(proc.pid)
+                if found is None or proc.poll() is not None:
+                    continue
+                orphans = [c for c in children(proc.pid) if any("trial_worker" in a for a in cmdline(c))]
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)  # the coordinator alone
+                proc.wait()
+                survivors = wait_gone(orphans, timeout=15.0)
+                for pid in survivors:  # an orphan would keep writing into its run folder
+                    report.orphans.append(pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                what = f"coordinator while trial #{found[1]} ran ({len(orphans)} trial process(es))"
+                report.kills.append(Kill(k + 1, round(time.time() - t0, 1), where, "coordinator", what))
+                _say(report.kills[-1], len(modes))
+                snapshot(cfg, seen, violations)
+                continue
             if mode == "worker":
                 time.sleep(rng.uniform(0, cfg.extra_delay_s))
                 found = trial_worker(proc.pid)
@@ -558,6 +607,17 @@ def check_invariants(
         )
     )
     checks.append(counted_once(cfg, trials))
+    checks.append(retries_keep_curriculum(trials))
+    n_coord = sum(1 for k in report.kills if k.mode == "coordinator")
+    checks.append(
+        Check(
+            "no_orphan_trials",
+            not report.orphans,
+            f"orphaned trial processes {report.orphans}"
+            if report.orphans
+            else f"every trial process died with its coordinator ({n_coord} coordinator kill(s))",
+        )
+    )
     by_number = {t.number: t for t in trials}
     states = {n: by_number[n].state.name if n in by_number else "missing" for n, _ in worker_kills}
     bad = [
@@ -595,6 +655,29 @@ def check_invariants(
         )
     )
     return checks
+
+
+def retries_keep_curriculum(trials: list[Any]) -> Check:
+    """A retry carries its original's label and (once the original was decoded) its curriculum."""
+    by_number = {t.number: t for t in trials}
+    problems, n = [], 0
+    for t in trials:
+        o = by_number.get(t.user_attrs.get("retry_of", -1))
+        if o is None:
+            continue
+        n += 1
+        if t.user_attrs.get("baseline") != o.user_attrs.get("baseline"):
+            problems.append(
+                f"#{t.number} retries #{o.number} ({o.user_attrs.get('baseline')}) as {t.user_attrs.get('baseline')}"
+            )
+        key, okey = t.user_attrs.get("curriculum_key"), o.user_attrs.get("curriculum_key")
+        if key is not None and okey is not None and key != okey:
+            problems.append(f"#{t.number} retries #{o.number} with another curriculum ({key} != {okey})")
+    detail = (
+        "; ".join(problems[:5])
+        or f"{n} retr{'y' if n == 1 else 'ies'}, each with its original's label and curriculum"
+    )
+    return Check("retries_keep_curriculum", not problems, detail)
 
 
 def counted_once(cfg: Config, trials: list[Any]) -> Check:
@@ -744,9 +827,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--seconds",
         type=float,
         default=None,
-        help="time budget of the kill phase; the job then runs to its end (default 900; --short: 150)",
+        help="time budget of the kill phase; the job then runs to its end (default 900; --short: 240)",
     )
-    p.add_argument("--short", action="store_true", help="CI version: 5 kills, 4 trials, about 3 minutes")
+    p.add_argument("--short", action="store_true", help="CI version: 6 kills, 4 trials, about 4 minutes")
+    p.add_argument("--workers", type=int, default=2, help="trial processes at once (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (default 0)")
     p.add_argument(
         "--workdir",
@@ -755,17 +839,18 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="folder for the study, the job log and soak_report.json (emptied first; default benchmarks/out/soak)",
     )
     a = p.parse_args(argv)
-    kills = a.kills if a.kills is not None else (5 if a.short else 20)
-    if kills < 3:
-        p.error("--kills must be >= 3 (one per mode)")
+    kills = a.kills if a.kills is not None else (6 if a.short else 20)
+    if kills < len(MODES) + 2:
+        p.error(f"--kills must be >= {len(MODES) + 2} (one per mode, two in the full run)")
     return Config(
         kills=kills,
-        seconds=a.seconds if a.seconds is not None else (150.0 if a.short else 900.0),
+        seconds=a.seconds if a.seconds is not None else (240.0 if a.short else 900.0),
         seed=a.seed,
         workdir=a.workdir,
         short=a.short,
         extra_delay_s=1.5 if a.short else 4.0,
         probe_timeout_s=20.0,
+        workers=a.workers,
     )
 
 

@@ -104,7 +104,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=None,
-        help="stop starting new trials after this many seconds (default: the space's `timeout_s`)",
+        help="stop after this many seconds: no new trial starts, running ones are stopped and resume from their checkpoint on the next run (default: the space's `timeout_s`)",
     )
     p.add_argument(
         "--workers",
@@ -118,6 +118,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         help="Optuna storage URL (postgresql://..., sqlite:///..., journal:PATH); default: sqlite STUDIES_DIR/NAME/study.db",
     )
     p.add_argument("--seed", type=int, default=None, help="override the space's seed")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run/search/select holds this study, wait for it instead of refusing",
+    )
 
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
@@ -285,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument(
+        "--expose",
+        action="store_true",
+        help="required with a --host other machines can reach: they can then read every study",
     )
     p.add_argument("--storage", default=None, help="also show the studies of this storage URL")
     _common(p)

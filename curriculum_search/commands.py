@@ -99,7 +99,14 @@ def _with_selection(space, args: argparse.Namespace):  # type: ignore[no-untyped
 
 def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no-untyped-def]
     from curriculum_search.search.service import SearchOptions
+    from curriculum_search.search.storage import PASSWORD_ENV, PASSWORD_FILE_ENV, password_in_url
 
+    if password_in_url(getattr(args, "storage", None)):
+        print(
+            "warning: the --storage URL holds a password, which other users see in the process "
+            f"list; give it in ${PASSWORD_ENV} or in a 0600 file named by ${PASSWORD_FILE_ENV}",
+            file=sys.stderr,
+        )
     return SearchOptions(
         studies_root=args.studies_dir,
         name=getattr(args, "name", None),
@@ -113,7 +120,21 @@ def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no
         progress=progress_bars(args),
         seed=getattr(args, "seed", None),
         space_file=space_file,
+        wait=bool(getattr(args, "wait", False)),
     )
+
+
+def _study_lock(args: argparse.Namespace, name: str, *, full: bool):  # type: ignore[no-untyped-def]
+    """The study's lock for the whole command (zoo, search, selection, full run): a second
+    ``run``/``search``/``select`` of the study refuses at once (or waits with ``--wait``)."""
+    import contextlib
+
+    from curriculum_search.search.storage import storage_spec, study_lock
+
+    spec = storage_spec(args.studies_dir, name, args.storage)
+    if spec.is_server and not full:
+        return contextlib.nullcontext()  # several hosts search one server study (`worker`)
+    return study_lock(spec, name, wait=args.wait)  # server: this host's zoo and full/ folder
 
 
 def _build_zoo(space, args: argparse.Namespace, *, reference: bool = True) -> None:  # type: ignore[no-untyped-def]
@@ -136,11 +157,20 @@ def _build_zoo(space, args: argparse.Namespace, *, reference: bool = True) -> No
 
 
 def cmd_search(args: argparse.Namespace, *, full: bool = False) -> int:
-    from curriculum_search.search.service import run_full, run_search
+    from curriculum_search.search.storage import check_study_name
 
     if args.workers < 1:
         raise ConfigError(None, "--workers", "must be >= 1")
+    if args.name is not None:
+        check_study_name(args.name)  # before any work (the zoo) is done for it
     space = _space(args)
+    with _study_lock(args, args.name or space.name, full=full):
+        return _search_locked(space, args, full)
+
+
+def _search_locked(space, args: argparse.Namespace, full: bool) -> int:  # type: ignore[no-untyped-def]
+    from curriculum_search.search.service import run_full, run_search
+
     # `run`: the race trains the student alone with the shipped student's own protocol and seeds
     _build_zoo(space, args, reference=not full)
     opts = _opts(args, args.space)
@@ -180,7 +210,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     from curriculum_search.search.fullrun import run_full
 
     space = _space(args)
-    result = run_full(space, _opts(args, args.space))
+    with _study_lock(args, args.name or space.name, full=True):
+        result = run_full(space, _opts(args, args.space))
     print(f"student weights: {result.student_path}")
     print(f"recipe: {args.studies_dir / result.outcome.study_name / 'best_recipe.yaml'}")
     return 0
@@ -255,7 +286,9 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from curriculum_search.dashboard import dashboard_command
 
-    cmd = dashboard_command(args.host, args.port, args.storage, args.studies_dir, open_browser=False)
+    cmd = dashboard_command(
+        args.host, args.port, args.storage, args.studies_dir, open_browser=False, expose=args.expose
+    )
     print(f"dashboard on http://{args.host}:{args.port}  (Ctrl+C to stop)")
     return subprocess.call(cmd)
 

@@ -27,6 +27,7 @@ from curriculum_search.models import Detector, load_checkpoint
 from curriculum_search.models.cost import measure_cost
 from curriculum_search.search.encoding import teacher_refs, zoo_checkpoint_path
 from curriculum_search.search.space import SearchSpace, ZooTrain, pool_hash
+from curriculum_search.search.storage import file_lock
 from curriculum_search.utils.io import atomic_write_text, stable_hash
 from curriculum_search.utils.runtime import pick_device
 
@@ -120,27 +121,38 @@ def build_zoo(
         if entry.zoo is None:
             continue
         ckpt = zoo_checkpoint_path(space, name, studies_root)
-        if ckpt.is_file():
-            try:
-                load_checkpoint(ckpt)  # verified against its sha256: a damaged teacher is never used
-                continue
-            except CheckpointError as exc:
-                log.warning("%s; training zoo teacher %s again", exc, name)
-                ckpt.unlink()
-                _info_path(space, name, studies_root).unlink(missing_ok=True)
-        log.info(
-            "zoo: training teacher %s (%s, %d iterations)", name, entry.zoo.spec.label, entry.zoo.iterations
-        )
-        out = ckpt.parent
-        result = run_recipe(
-            zoo_recipe(space, name),
-            _options(out, studies_root, cache, device, threads, progress, source),
-        )
-        os.replace(result.student_path, ckpt)
-        sidecar = result.student_path.with_name(result.student_path.name + ".sha256")
-        if sidecar.exists():
-            os.replace(sidecar, ckpt.with_name(ckpt.name + ".sha256"))
-        log.info("zoo: %s reached AP %.3f", name, result.metrics.ap)
+        # one trainer per teacher: two studies (or two runs) that need it wait for each other
+        # instead of interleaving checkpoint/hash pairs in one folder
+        with file_lock(
+            ckpt.parent / ".train.lock",
+            wait=True,
+            what=f"zoo teacher {name}",
+            hint="another process is training it",
+        ):
+            if ckpt.is_file():
+                try:
+                    load_checkpoint(ckpt)  # verified against its sha256: a damaged teacher is never used
+                    continue
+                except CheckpointError as exc:
+                    log.warning("%s; training zoo teacher %s again", exc, name)
+                    ckpt.unlink()
+                    _info_path(space, name, studies_root).unlink(missing_ok=True)
+            log.info(
+                "zoo: training teacher %s (%s, %d iterations)",
+                name,
+                entry.zoo.spec.label,
+                entry.zoo.iterations,
+            )
+            out = ckpt.parent
+            result = run_recipe(
+                zoo_recipe(space, name),
+                _options(out, studies_root, cache, device, threads, progress, source),
+            )
+            os.replace(result.student_path, ckpt)
+            sidecar = result.student_path.with_name(result.student_path.name + ".sha256")
+            if sidecar.exists():
+                os.replace(sidecar, ckpt.with_name(ckpt.name + ".sha256"))
+            log.info("zoo: %s reached AP %.3f", name, result.metrics.ap)
     infos = describe_pool(space, studies_root, device=device, evaluate_missing=True, source=source)
     ref = student_reference(
         space,

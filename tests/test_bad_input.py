@@ -10,13 +10,15 @@ a full disk). Helpers at the top are reused by ``test_security.py``, ``test_conc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from curriculum_search.curriculum.trainer import RunOptions, run_recipe
 from curriculum_search.data import SyntheticConfig, ensure_synthetic
 from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.distill.feature import _registry as feature_registry
-from curriculum_search.errors import TrialFailure
+from curriculum_search.errors import StudyError, TrialFailure
 from curriculum_search.models import DetectorSpec, build_detector, load_checkpoint, save_detector
 from curriculum_search.search.service import SearchOptions, open_study, run_search
 from curriculum_search.search.space import load_space
@@ -204,6 +206,9 @@ class Case:
     raw: bytes | None = None
 
 
+_TINY_TEXT = (Path(__file__).resolve().parent.parent / "space" / "tiny.yaml").read_text()
+assert "\n  a:\n" in _TINY_TEXT and "\n  b:\n" in _TINY_TEXT  # the two pool teachers
+
 SPACE_CASES = [
     Case(
         "malformed-yaml",
@@ -327,6 +332,18 @@ SPACE_CASES = [
         r"teachers\.a\.zoo\.iterations: must be >= 1",
     ),
     Case("negative-timeout", lambda d: set_key(d, "timeout_s", -5), r"tiny\.yaml: timeout_s: must be > 0"),
+    Case(
+        "duplicate-key",
+        None,
+        r"tiny\.yaml: line 3, column 1: duplicate key 'seed' \(the first one would be lost\)",
+        b"name: x\nseed: 1\nseed: 2\n",
+    ),
+    Case(
+        "duplicate-teacher-name",
+        None,
+        r"tiny\.yaml: line \d+, column 3: duplicate key 'a'",
+        _TINY_TEXT.replace("\n  b:\n", "\n  a:\n").encode(),
+    ),
 ]
 
 
@@ -456,6 +473,11 @@ RECIPE_CASES = [
         "unknown-feature-param",
         lambda d: set_key(d, "stages[0].feature.params", {"alpha": 1.0}),
         r"r\.yaml: stages\[0\]\.feature: .*unknown parameter of feature loss 'mse'",
+    ),
+    Case(
+        "stage-teacher-twice",
+        lambda d: set_key(d, "stages[0].teachers", ["a", "a"]),
+        r"r\.yaml: stages\[0\]\.teachers: teacher\(s\) listed twice: a",
     ),
 ]
 
@@ -630,6 +652,21 @@ def _first_image(root: Path, split: str = "train") -> Path:
     return sorted((root / split).iterdir())[0]
 
 
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` (225 Mpx here) in a few bytes: what a
+    decompression bomb looks like to a reader before it decodes anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
 COCO_CASES: dict[str, tuple[Callable[[Path], object], str]] = {
     "malformed-json": (
         lambda r: (r / "train.json").write_text('{"images": [}'),
@@ -680,6 +717,32 @@ COCO_CASES: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda r: _first_image(r, "val").write_bytes(b"not a png at all"),
         r"val/000000\.png: image id 1: cannot read image",  # names the image id too (issue 14)
     ),
+    # second list (issue 15): nothing to learn from or nothing to score against, and a bomb
+    "empty-dataset": (
+        lambda r: _edit_json(r / "train.json", lambda d: d.update(images=[], annotations=[])),
+        r"train\.json: annotations: the training set has no annotated image",
+    ),
+    "all-boxes-dropped": (
+        lambda r: _edit_json(
+            r / "train.json", lambda d: [a.update(bbox=[500, 500, 10, 10]) for a in d["annotations"]]
+        ),
+        r"train\.json: annotations: the training set has no usable box \(all \d+ boxes were dropped",
+    ),
+    "val-without-annotations": (
+        lambda r: _edit_json(r / "val.json", lambda d: d.update(annotations=[])),
+        # validation images without annotations are negatives (no box anywhere: AP undefined)
+        r"val\.json: annotations: the validation set has no usable box \(it has no annotation\): AP would be undefined",
+    ),
+    "val-boxes-all-dropped": (
+        lambda r: _edit_json(
+            r / "val.json", lambda d: [a.update(bbox=[500, 500, 10, 10]) for a in d["annotations"]]
+        ),
+        r"val\.json: annotations: the validation set has no usable box .*AP would be undefined",
+    ),
+    "decompression-bomb": (
+        lambda r: _png_header_only(_first_image(r, "val"), 15000, 15000),
+        r"val/000000\.png: image too large to decode safely .*decompression bomb",
+    ),
     "image-size-differs-from-json": (
         lambda r: _edit_json(r / "val.json", lambda d: d["images"][0].update(width=65)),
         r"val\.json: image id 1: 000000\.png is 64x64 px but the JSON says 65x64",
@@ -719,6 +782,31 @@ def test_boxes_outside_images_are_dropped_with_one_warning_and_training_runs(
     assert texts, [str(w.message) for w in record]
     assert all("\n" not in t for t in texts)
     assert any(re.search(r"dropped 1 .*box", t) for t in texts), texts
+
+
+def test_evaluation_images_without_a_box_fail_instead_of_scoring_minus_one(
+    tmp_path: Path, coco_src: Path, teacher_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pycocotools scores images without ground truth -1: that must never be reported as an AP
+    (a trial would complete with -1 and rank below every real curriculum). The first validation
+    image keeps its (empty after dropping) annotation list and is the only one evaluated."""
+    root = copy_coco(coco_src, tmp_path)
+
+    def first_image_boxes_outside(doc: dict[str, Any]) -> None:
+        first = min(img["id"] for img in doc["images"])
+        for a in doc["annotations"]:
+            if a["image_id"] == first:
+                a["bbox"] = [500, 500, 10, 10]
+
+    _edit_json(root / "val.json", first_image_boxes_outside)
+    data = recipe_dict(teacher_ckpt, data=coco_data(root))
+    data["train"].update(eval_images=1, num_workers=0)
+    recipe = write_yaml(tmp_path / "r.yaml", data)
+    with pytest.warns(UserWarning):
+        code = cli(train_args(recipe, tmp_path))
+    line = one_line_error(code, capsys.readouterr().err)
+    assert re.search(r"val\.json: AP is undefined: the 1 evaluated image\(s\) hold no ground-truth box", line)
+    assert not (tmp_path / "out" / "metrics.json").exists()
 
 
 # -- 5. teachers whose classes do not cover the student's --------------------------------------------------
@@ -1038,3 +1126,98 @@ def test_status_of_a_database_without_a_study_schema_is_one_line(
     assert "study.db" in line and "cannot read study 'half'" in line and "retry in a moment" in line
     if not content:
         assert db.stat().st_size == 0  # the reader created no schema in the file
+
+
+# -- 9. study names and databases (second list) -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "--name", "../x"],
+        ["run", "--name", "../../x"],
+        ["status", "../x"],
+        ["export", "--study", "../x"],
+        ["worker", "--study", "a/../../x", "--storage", "sqlite:///never.db"],
+    ],
+    ids=["search", "run", "status", "export", "worker"],
+)
+def test_study_name_given_on_the_command_line_cannot_be_a_path(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path)
+    studies = tmp_path / "deep" / "studies"
+    extra = ["--space", str(space)] if argv[0] in ("search", "run") else []
+    line = one_line_error(cli([*argv, *extra, "--studies-dir", str(studies)]), capsys.readouterr().err)
+    assert re.search(r"study name '[./a]*x': must be a folder name", line), line
+    assert not studies.exists() and not (tmp_path / "x").exists() and not (tmp_path / "deep" / "x").exists()
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[None]:
+    """Make ``path`` read-only for this process: permission bits, or (root ignores them) the
+    immutable attribute."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
+
+
+def test_read_only_study_database_is_one_line_and_left_intact(
+    tmp_path: Path, teacher_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, space, studies, db = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    before = db.read_bytes()
+    with _read_only(db):
+        line = one_line_error(cli(search_args(space, studies)), capsys.readouterr().err)
+    assert re.search(r"study\.db: the study database is read-only; nothing was changed", line), line
+    assert db.read_bytes() == before
+
+
+def test_study_database_out_of_disk_is_one_line_and_nothing_told_is_lost(
+    tmp_path: Path, teacher_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's file cannot grow (``max_page_count``: what a full disk looks like to SQLite): the
+    run stops with one line instead of a traceback, and the study reads back whole."""
+    from sqlalchemy import event
+
+    from curriculum_search.search import study as study_mod
+    from curriculum_search.search.coordinator import run_search
+
+    _, space, studies, db = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    real_open = study_mod.open_storage
+
+    def full_disk_storage(spec: Any, **kw: Any) -> Any:
+        storage = real_open(spec, **kw)
+        engine = storage.engine
+
+        @event.listens_for(engine, "connect")
+        def cap(dbapi_con: Any, _rec: Any) -> None:
+            pages = dbapi_con.execute("PRAGMA page_count").fetchone()[0]
+            dbapi_con.execute(f"PRAGMA max_page_count = {pages + 1}")
+
+        engine.dispose()
+        return storage
+
+    monkeypatch.setattr(study_mod, "open_storage", full_disk_storage)
+    sp = load_space(space)
+    options = SearchOptions(
+        studies_root=studies, progress=False, threads=1, space_file=space, echo=lambda s: None
+    )
+    with pytest.raises(
+        StudyError, match=r"study\.db: no space left for the study database; every trial told before is kept"
+    ):
+        run_search(sp, options)
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")  # readable, whole
+    assert study.user_attrs["initialised"] is True
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -10,6 +10,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from curriculum_search.curriculum.recipe import DataConfig, resolve_path
 from curriculum_search.data import CocoDetection, TransformConfig, ensure_synthetic, labeled_fraction, subset
 from curriculum_search.data.coco import base_dataset
+from curriculum_search.errors import DataError
 
 
 @dataclass
@@ -60,6 +61,7 @@ def build_datasets(
         train_images, train_ann, train_tf, class_names=names, unlabeled_dir=unlabeled, seed=seed
     )
     names = list(train.class_names)
+    _check_boxes(train, train_ann, "training")
     train_ds: Dataset = train  # type: ignore[type-arg]
     held: list[int] = (
         holdout_positions(train, cfg.holdout, cfg.subset_seed) if cfg.holdout is not None else []
@@ -81,6 +83,8 @@ def build_datasets(
         val_ds = CocoDetection(
             val_images, val_ann, val_tf, class_names=names, include_unlabeled=False, empty_as_negative=True
         )
+    if isinstance(val_ds, CocoDetection):  # a holdout split is checked when it is scored (evaluate)
+        _check_boxes(val_ds, val_ds.ann_file, "validation")
     if cfg.train_subset is not None:
         train_ds = subset(train_ds, cfg.train_subset, cfg.subset_seed)
     if cfg.val_subset is not None:
@@ -96,6 +100,21 @@ def holdout_positions(train: CocoDetection, size: int | float, seed: int) -> lis
         return []
     chosen = subset(Subset(train, labeled), size, seed + 2).indices
     return sorted(labeled[int(j)] for j in chosen)
+
+
+def _check_boxes(ds: CocoDetection, ann_file: Path, role: str) -> None:
+    """A split without a single usable box cannot train (nothing to learn) or score (AP undefined,
+    pycocotools' -1): one line naming the file instead of a traceback or a meaningless AP."""
+    if len(ds) == 0:
+        raise DataError(ann_file, "annotations", f"the {role} set has no annotated image")
+    if ds.coco.getAnnIds():
+        return
+    if ds.dropped_boxes:
+        why = f"all {ds.dropped_boxes} boxes were dropped as degenerate or outside their image"
+    else:
+        why = "it has no annotation"
+    what = "nothing to learn from" if role == "training" else "AP would be undefined"
+    raise DataError(ann_file, "annotations", f"the {role} set has no usable box ({why}): {what}")
 
 
 def stage_dataset(train: Dataset, *, gt_fraction: float, use_unlabeled: bool, seed: int) -> Dataset:  # type: ignore[type-arg]

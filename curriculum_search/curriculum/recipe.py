@@ -217,6 +217,8 @@ class Stage:
             for key in ("feature", "response", "pseudo"):
                 check(getattr(self, key) is None, key, "needs at least one teacher in this stage")
             check(not self.init_from_teacher, "init_from_teacher", "needs a teacher in this stage")
+        dup = sorted({t for t in self.teachers if self.teachers.count(t) > 1})
+        check(not dup, "teachers", f"teacher(s) listed twice: {', '.join(dup)}")
 
     @property
     def distills(self) -> bool:

@@ -271,6 +271,8 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> RunResult:
         stage_idx, step_in_stage, history = state["stage"], state["step"], list(state.get("history", []))
         student.load_state_dict(state["student"])
         log.info("resuming %s at stage %d, iteration %d", out, stage_idx + 1, step_in_stage)
+    if dist.main:  # exactly the rows up to the checkpoint: evaluations redone after it are not doubled
+        atomic_write_text(out / "history.jsonl", "".join(json.dumps(row) + "\n" for row in history))
     resumed_from = sum(s.iterations for s in recipe.stages[:stage_idx]) + step_in_stage
     bounds = recipe.stage_boundaries()
     total = recipe.total_iterations

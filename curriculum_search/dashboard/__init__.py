@@ -9,6 +9,7 @@ after ``--``: ``streamlit run app.py -- --studies-dir DIR --storage URL [--stora
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ class AppArgs:
 
     studies_dir: Path
     storages: tuple[str, ...] = ()
+    expose: bool = False
 
 
 def app_path() -> Path:
@@ -44,9 +46,43 @@ def parse_app_args(argv: Sequence[str] | None = None) -> AppArgs:
     p = argparse.ArgumentParser(prog="app.py", add_help=False)
     p.add_argument("--studies-dir", type=Path, default=None)
     p.add_argument("--storage", action="append", default=[])
+    p.add_argument("--expose", action="store_true")
     args, _ = p.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     studies = args.studies_dir or Path(os.environ.get(STUDIES_ENV) or "studies")
-    return AppArgs(studies_dir=studies, storages=tuple(s for s in args.storage if s))
+    return AppArgs(
+        studies_dir=studies, storages=tuple(s for s in args.storage if s), expose=bool(args.expose)
+    )
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``)."""
+    if not address:
+        return False  # Streamlit's default (unset) listens on every interface
+    if address.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_refusal(address: str | None, client_ip: str | None, expose: bool) -> str | None:
+    """Why the page must not be shown to this browser, or ``None`` to show it.
+
+    The dashboard serves this machine only unless it was started with the explicit ``--expose``
+    app flag: a server that listens beyond loopback without it (``streamlit run app.py`` with a
+    ``~/.streamlit`` or ``--server.address`` setting) still shows the studies to browsers on this
+    machine (``client_ip`` loopback, or ``None``: Streamlit's value for a local connection) and
+    refuses every other one.
+    """
+    if expose or is_loopback(address) or client_ip is None or is_loopback(client_ip):
+        return None
+    where = address or "every network interface"
+    return (
+        f"This dashboard serves this machine only, but its server listens on {where}. Restart it "
+        "with `--server.address 127.0.0.1`, or add `-- --expose` (or `dashboard --expose`) to "
+        "let other machines read these studies."
+    )
 
 
 def dashboard_command(
@@ -56,6 +92,7 @@ def dashboard_command(
     studies_dir: str | Path | None = None,
     *,
     open_browser: bool = True,
+    expose: bool = False,
 ) -> list[str]:
     """The command line that serves the dashboard (run it with ``subprocess``).
 
@@ -68,7 +105,20 @@ def dashboard_command(
         storage: an extra Optuna storage URL whose studies are listed too.
         studies_dir: the studies folder (default: the app's default, ``./studies`` or the env var).
         open_browser: open a browser tab on start (``--server.headless false``).
+        expose: serve other machines; required for a ``host`` that is not a loopback address.
+
+    Raises:
+        ConfigError: ``host`` is not a loopback address and ``expose`` is false.
     """
+    if not expose and not is_loopback(host):
+        from curriculum_search.errors import ConfigError
+
+        raise ConfigError(
+            None,
+            "--host",
+            f"{host} lets other machines read the studies; add --expose to mean it "
+            "(default 127.0.0.1: this machine only)",
+        )
     cmd = [
         sys.executable,
         "-m",
@@ -89,7 +139,17 @@ def dashboard_command(
         cmd += ["--studies-dir", str(studies_dir)]
     if storage:
         cmd += ["--storage", storage]
+    if expose:
+        cmd += ["--expose"]
     return cmd
 
 
-__all__ = ["STUDIES_ENV", "AppArgs", "app_path", "dashboard_command", "parse_app_args"]
+__all__ = [
+    "STUDIES_ENV",
+    "AppArgs",
+    "app_path",
+    "dashboard_command",
+    "exposure_refusal",
+    "is_loopback",
+    "parse_app_args",
+]

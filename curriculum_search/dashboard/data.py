@@ -45,7 +45,8 @@ from curriculum_search.search import attrs as A
 from curriculum_search.search import reader as R
 from curriculum_search.search.reader import StudyReader, TrialCounts, TrialRecord
 from curriculum_search.search.storage import SQLITE_MAGIC as _SQLITE_MAGIC
-from curriculum_search.search.storage import readonly_sqlite_url
+from curriculum_search.search.storage import readonly_sqlite_url, server_connect_url
+from curriculum_search.search.storage import redact_url as _redact
 from curriculum_search.utils.io import dump_yaml
 
 #: Baseline names in display order (the values of the ``baseline`` trial attribute).
@@ -115,13 +116,8 @@ class Discovery:
 
 
 def redact_url(url: str) -> str:
-    """Hide the password of a database URL (``postgresql://user:***@host/db``)."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
-    return url
+    """Hide the password of a database URL (``postgresql://user:***@host/db``, ``?password=***``)."""
+    return _redact(url)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -181,7 +177,10 @@ def open_readonly_storage(url: str) -> Any:
         }
     try:
         return optuna.storages.RDBStorage(
-            url, skip_compatibility_check=True, skip_table_creation=True, engine_kwargs=engine_kwargs
+            server_connect_url(url),
+            skip_compatibility_check=True,
+            skip_table_creation=True,
+            engine_kwargs=engine_kwargs,
         )
     except ImportError as exc:
         raise StudyError(f"{redact_url(url)}: database driver missing ({exc})") from None

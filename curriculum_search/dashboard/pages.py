@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curriculum_search.dashboard import AppArgs, parse_app_args
+from curriculum_search.dashboard import AppArgs, exposure_refusal, is_loopback, parse_app_args
 from curriculum_search.dashboard import charts as ch
 from curriculum_search.dashboard import data as dd
 from curriculum_search.search import attrs as A
@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st.set_page_config(page_title="curriculum_search dashboard", page_icon="🎓", layout="wide")
     args = parse_app_args(argv)
+    refusal = exposure_refusal(_server_address(), _client_ip(), args.expose)
+    if refusal is not None:
+        st.error(refusal, icon="🔒")
+        st.stop()
     settings = sidebar(args)
     body = st.fragment(render_body, run_every=settings.interval if settings.live else None)
     body(settings)
@@ -179,15 +183,27 @@ def sidebar(args: AppArgs) -> Settings:
         "Refresh every (s)", options=list(REFRESH_CHOICES), value=10, key="interval", disabled=not live
     )
     address = _server_address()
-    if address in ("127.0.0.1", "localhost", "::1"):
-        sb.caption(f"🔒 serving on {address} (this machine only)")
-    elif address:
-        sb.warning(f"Serving on {address}: other machines can read these studies.")
+    if is_loopback(address):
+        sb.caption(f"🔒 Serving on {address}: this machine only.")
+    elif args.expose:
+        sb.warning(
+            f"Exposed (`--expose`): listening on {address or 'every interface'}, other machines can "
+            "read these studies."
+        )
     else:
-        sb.caption(
-            "Serve on this machine only: `python -m curriculum_search dashboard` or `--server.address 127.0.0.1`."
+        sb.warning(
+            f"Listening on {address or 'every interface'} without `--expose`: only browsers on this "
+            "machine are served. Restart with `--server.address 127.0.0.1`."
         )
     return Settings(Path(folder or "studies"), storages, bool(live), int(interval))
+
+
+def _client_ip() -> str | None:
+    """The browser's address (``None`` for this machine, as Streamlit reports it)."""
+    try:
+        return st.context.ip_address
+    except Exception:
+        return None
 
 
 def _server_address() -> str:

@@ -222,15 +222,19 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     def _load(self, rec: _Record) -> tuple[Image.Image, tuple[int, int]]:
         """The decoded RGB pixels (possibly at a reduced JPEG scale) and the original ``(w, h)``."""
         try:
-            with Image.open(rec.path) as im:
-                size = im.size
-                if rec.width is not None and size != (rec.width, rec.height):
-                    raise DataError(
-                        self.ann_file,
-                        f"image id {rec.image_id}",
-                        f"{rec.path.name} is {size[0]}x{size[1]} px but the JSON says {rec.width}x{rec.height}",
-                    )
-                image = to_rgb(im, self.transform.image_size)
+            with warnings.catch_warnings():  # a warned-about size is refused too: no 100 Mpx decode
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(rec.path) as im:
+                    size = im.size
+                    if rec.width is not None and size != (rec.width, rec.height):
+                        raise DataError(
+                            self.ann_file,
+                            f"image id {rec.image_id}",
+                            f"{rec.path.name} is {size[0]}x{size[1]} px but the JSON says {rec.width}x{rec.height}",
+                        )
+                    image = to_rgb(im, self.transform.image_size)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(rec.path, None, _bomb(exc)) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise DataError(
                 rec.path, f"image id {rec.image_id}", f"cannot read image ({type(exc).__name__}: {exc})"
@@ -430,11 +434,23 @@ def _image_sizes(images: list[dict[str, Any]], images_dir: Path, path: Path) -> 
             sizes[img["id"]] = (img["width"], img["height"])
             continue
         try:
-            with Image.open(images_dir / img["file_name"]) as im:
-                sizes[img["id"]] = im.size
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(images_dir / img["file_name"]) as im:
+                    sizes[img["id"]] = im.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(path, _entry("images", k, img), _bomb(exc)) from None
         except OSError as exc:
             raise DataError(path, _entry("images", k, img), f"cannot read image size ({exc})") from None
     return sizes
+
+
+def _bomb(exc: Exception) -> str:
+    """One line for an image over Pillow's pixel limit (a possible decompression bomb)."""
+    return (
+        f"image too large to decode safely ({str(exc).split(',')[0]}); "
+        "possible decompression bomb, resize it or drop it from the dataset"
+    )
 
 
 @dataclass

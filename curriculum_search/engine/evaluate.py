@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import box_convert, clip_boxes_to_image
 from tqdm import tqdm
 
-from curriculum_search.errors import UserError
+from curriculum_search.errors import DataError, UserError
 from curriculum_search.utils.io import atomic_write_text
 
 __all__ = ["EvalResult", "detections_to_coco", "evaluate", "evaluate_detections", "write_detections"]
@@ -265,6 +265,7 @@ def evaluate(
 
     Raises:
         UserError: the dataset yields no labeled image.
+        DataError: the evaluated images hold no ground-truth box (AP undefined, pycocotools -1).
         ValueError: ``batch_size`` or ``max_images`` is below 1.
     """
     if batch_size < 1:
@@ -311,7 +312,15 @@ def evaluate(
         raise UserError("evaluation dataset has no labeled images (every target has labeled=False)")
     if results_file is not None:
         atomic_write_text(results_file, json.dumps(results))
-    return evaluate_detections(base.coco, results, sorted(seen))
+    res = evaluate_detections(base.coco, results, sorted(seen))
+    if res.ap < 0:  # pycocotools' "undefined": never let -1 pass for a score
+        raise DataError(
+            getattr(base, "ann_file", None),
+            None,
+            f"AP is undefined: the {len(seen)} evaluated image(s) hold no ground-truth box "
+            "(use more evaluation images or a validation set with boxes)",
+        )
+    return res
 
 
 def write_detections(

@@ -31,6 +31,12 @@ STUDENT_GFLOPS = "student_gflops"
 STUDENT_COST = "student_cost"
 #: A student-only result kept as a study attribute (``{"ap": ...}``) instead of a trial.
 STUDENT_ONLY_RESULT = "student_only"
+#: Hash per part of the space that decides results (``study.FINGERPRINT_KEYS``): a study keeps it.
+FINGERPRINT = "fingerprint"
+#: Short id of the fingerprint: part of every trial run folder name.
+FINGERPRINT_ID = "fingerprint_id"
+#: Written last when a study is created: a study without it was interrupted while being set up.
+INITIALISED = "initialised"
 
 # -- the selection study (``<name>:selection``, same storage) ---------------------------------------
 #: Suffix of the sibling study that holds a study's race runs.
@@ -85,8 +91,11 @@ REUSED_FROM = "reused_from"
 REQUEUED = "requeued"
 #: Number of the trial this one retries.
 RETRY_OF = "retry_of"
-#: Why it was retried (``killed``: a SIGKILLed process is retried once).
+#: Why it was retried (``killed``: a SIGKILLed process is retried once; ``environment``;
+#: ``timeout``).
 RETRY_REASON = "retry_reason"
+#: Cause of a failure that was the environment's (``disk full``, ``CUDA error``...): not counted.
+ENVIRONMENT_FAILURE = "environment_failure"
 
 #: Attributes a retry carries over from the trial it retries.
 RETRY_KEEPS = (BASELINE, CURRICULUM, CURRICULUM_KEY, DESCRIPTION)
@@ -106,3 +115,5 @@ REPORT_AP = "report_ap"
 REPORT_METRICS = "report_metrics"
 #: A race run stopped by a killed coordinator: never counted as a result.
 INTERRUPTED = "interrupted"
+#: ``coordinator`` when the race run stopped with its coordinator (never counts as a failure).
+INTERRUPTED_BY = "interrupted_by"

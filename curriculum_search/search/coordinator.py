@@ -16,24 +16,29 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from curriculum_search.errors import StudyError
 from curriculum_search.search import attrs as A
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import CurriculumChoice, build_recipe, proxy_cost, suggest_curriculum
+from curriculum_search.search.failures import ENV_FAILURE_LIMIT, trial_time_limit
 from curriculum_search.search.options import SearchOptions, SearchSummary, run_seeds, study_name
 from curriculum_search.search.processes import (
     Process,
+    claim,
     finish,
     gpus,
     heartbeats,
     job_for,
     progress_of,
     spawn,
+    still_ours,
     stop_all,
     thread_count,
 )
@@ -41,7 +46,14 @@ from curriculum_search.search.protocol import RESULT_FILE, TrialResult
 from curriculum_search.search.reader import is_counted
 from curriculum_search.search.results import summarize
 from curriculum_search.search.space import SearchSpace
-from curriculum_search.search.storage import StorageSpec, coordinator_lock, storage_spec
+from curriculum_search.search.storage import (
+    RUN_LOCK,
+    StorageSpec,
+    database_errors,
+    lock_held,
+    storage_spec,
+    study_lock,
+)
 from curriculum_search.search.study import (
     enqueue_baselines,
     enqueue_retry,
@@ -50,6 +62,7 @@ from curriculum_search.search.study import (
     first_stage_min,
     open_study,
     recover_interrupted,
+    run_folder_id,
 )
 
 
@@ -59,6 +72,7 @@ class _Running:
     trial: optuna.Trial
     choice: CurriculumChoice
     process: Process
+    killed_after_s: float | None = None  # set when the per-trial wall-clock limit killed it
 
     @property
     def slot(self) -> int:
@@ -70,13 +84,12 @@ def run_search(space: SearchSpace, opts: SearchOptions, *, enqueue: bool = True)
     name = study_name(space, opts)
     spec = storage_spec(opts.studies_root, name, opts.storage)
     local = not spec.is_server
-    lock = (
-        coordinator_lock(spec.study_dir) if local and spec.journal_path is None else contextlib.nullcontext()
-    )
-    with lock:
+    # one coordinator per local database (SQLite, journal); server databases take a `worker` per host
+    lock = study_lock(spec, name, wait=opts.wait) if local else contextlib.nullcontext()
+    with lock, database_errors(spec):
         study = open_study(space, opts, spec)
         ensure_zoo(space, opts)
-        if local and spec.journal_path is None:
+        if local:  # the study lock makes this the only coordinator (SQLite and journal alike)
             recover_interrupted(study, opts.echo)
         target = opts.trials or int(study.user_attrs.get(A.TARGET_TRIALS, space.trials))
         if opts.trials:
@@ -116,11 +129,20 @@ def _coordinate(
         leave=False,
         dynamic_ncols=True,
     )
-    with heartbeats(study, lambda: [r.trial._trial_id for r in running.values()], spec.is_server):
+    limit = trial_time_limit(space)
+    env_failures: list[str] = []  # environment failures in a row (disk full, CUDA error...)
+    with heartbeats(
+        study,
+        lambda: [r.trial._trial_id for r in running.values()] + [t._trial_id for t, _ in waiting_reuse],
+        spec.is_server,
+    ):
         try:
             while True:
                 done = finished_count(study)
                 out_of_time = timeout is not None and time.time() - t_start > timeout
+                if out_of_time and (running or waiting_reuse):  # --timeout holds even if a trial hangs
+                    _stop_at_timeout(study, running, waiting_reuse, opts, bar)
+                    break
                 free_slots = sorted(set(range(workers)) - {r.slot for r in running.values()})
                 while (
                     not out_of_time
@@ -129,13 +151,13 @@ def _coordinate(
                 ):
                     if spec.is_server:
                         optuna.storages.fail_stale_trials(study)
-                    trial = study.ask()
+                    trial = claim(study, spec.is_server)
                     choice = _decode(trial, space)
                     prepared = _prepare_trial(space, study, trial, choice, opts)
                     if prepared == "reused":
                         done += 1
                         bar.update(1)
-                        line = f"#{trial.number:<3} {trial.user_attrs.get(A.BASELINE) or 'search':<16} same curriculum as #{trial.user_attrs.get(A.REUSED_FROM)}: result reused  {choice.describe()}"
+                        line = _reused_line(trial, choice)
                         opts.echo(line) if not opts.progress else bar.write(line)
                         continue
                     if prepared == "wait":
@@ -155,19 +177,32 @@ def _coordinate(
                 if workers == 1 and running:
                     _update_iteration_bar(it_bar, next(iter(running.values())))
                 for number, r in list(running.items()):
+                    if not r.process.done() and time.time() - r.process.started > limit:
+                        r.process.proc.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
+                        r.process.proc.wait()
+                        r.killed_after_s = limit
                     if not r.process.done():
                         continue
                     del running[number]
-                    line = _finish(study, r)
+                    line, cause = _finish(study, r)
                     if is_counted(r.trial.user_attrs):  # a re-queued trial is counted by its retry
                         bar.update(1)
                     it_bar.reset()
                     opts.echo(line) if not opts.progress else bar.write(line)
+                    env_failures = [*env_failures, cause] if cause else []
+                    if len(env_failures) >= ENV_FAILURE_LIMIT:
+                        raise StudyError(
+                            f"study {study.study_name!r} stopped: {len(env_failures)} trials in a row failed "
+                            f"on the environment, last: {cause}; fix it and re-run the same command (those "
+                            "trials run again; they do not count toward the target)"
+                        )
                 for trial, choice in list(waiting_reuse):
                     if choice.key not in {r.choice.key for r in running.values()}:
                         waiting_reuse.remove((trial, choice))
                         if _prepare_trial(space, study, trial, choice, opts) == "reused":
                             bar.update(1)
+                            line = _reused_line(trial, choice)  # told like any other trial
+                            opts.echo(line) if not opts.progress else bar.write(line)
                         else:  # the twin did not complete: run it ourselves
                             slot = min(set(range(workers)) - {r.slot for r in running.values()})
                             running[trial.number] = _launch(
@@ -179,6 +214,40 @@ def _coordinate(
         finally:
             it_bar.close()
             bar.close()
+
+
+def _reused_line(trial: optuna.Trial, choice: CurriculumChoice) -> str:
+    label = trial.user_attrs.get(A.BASELINE) or "search"
+    return (
+        f"#{trial.number:<3} {label:<16} same curriculum as #{trial.user_attrs.get(A.REUSED_FROM)}: "
+        f"result reused  {choice.describe()}"
+    )
+
+
+def _stop_at_timeout(
+    study: optuna.Study,
+    running: dict[int, _Running],
+    waiting: list[tuple[optuna.Trial, CurriculumChoice]],
+    opts: SearchOptions,
+    bar: Any,
+) -> None:
+    """``--timeout`` reached: stop the running trials (a hung one included) and re-queue them with
+    the ones waiting for a twin; each resumes from its last checkpoint on the next run."""
+    stop_all(r.process for r in running.values())
+    trials = [r.trial for r in running.values()] + [t for t, _ in waiting]
+    for r in running.values():
+        r.process.close()
+    for trial in trials:
+        enqueue_retry(study, trial, reason="timeout")
+        trial.set_user_attr(A.REQUEUED, True)
+        trial.set_user_attr(
+            A.FAILURE_REASON, "interrupted: --timeout reached; re-queued, it resumes from its last checkpoint"
+        )
+        study.tell(trial, state=TrialState.FAIL)
+    running.clear()
+    waiting.clear()
+    line = f"timeout reached: stopped {len(trials)} trial(s); the next run resumes them from their last checkpoint"
+    opts.echo(line) if not opts.progress else bar.write(line)
 
 
 def _decode(trial: optuna.Trial, space: SearchSpace) -> CurriculumChoice:
@@ -274,7 +343,7 @@ def _launch(
         seed=seeds[0],
         studies_root=opts.studies_root,
     )
-    run_dir = spec.study_dir / "trials" / f"{choice.key}-s{seeds[0]}"
+    run_dir = trial_run_dir(spec, study, choice, seeds[0], trial.number)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULT_FILE).unlink(missing_ok=True)
     trial.set_user_attr(A.RUN_DIR, str(run_dir.relative_to(spec.study_dir)))
@@ -294,6 +363,19 @@ def _launch(
     return _Running(trial, choice, spawn(job, run_dir, slot, threads, gpu_ids, str(trial.number)))
 
 
+def trial_run_dir(
+    spec: StorageSpec, study: optuna.Study, choice: CurriculumChoice, seed: int, number: int
+) -> Path:
+    """The run folder of a trial: keyed by curriculum and the study's fingerprint (data, student,
+    pool, proxy, train, seed), so a retry resumes from the last checkpoint and an incomparable run
+    is never resumed from; a folder a live trial process holds (an original on a paused host that
+    another host retried) is never shared: the trial gets its own."""
+    run_dir = spec.study_dir / "trials" / f"{choice.key}-{run_folder_id(study)}-s{seed}"
+    if lock_held(run_dir / RUN_LOCK):
+        run_dir = run_dir.with_name(f"{run_dir.name}-t{number}")
+    return run_dir
+
+
 def _update_iteration_bar(bar: Any, r: _Running) -> None:
     p = progress_of(r.process.run_dir)
     if p is None:
@@ -310,19 +392,56 @@ def read_result(study: optuna.Study, trial: optuna.Trial, process: Process) -> T
     trial.set_user_attr(A.WALL_TIME_S, round(wall, 2))
     # SIGKILL is mostly the OOM killer or an operator, rarely the curriculum itself: retry once
     # (from the last checkpoint); a retry that is killed again fails for good
-    if killed and result.state == "fail" and trial.user_attrs.get(A.RETRY_REASON) != "killed":
+    if (
+        killed
+        and result.state == "fail"
+        and not result.environment
+        and trial.user_attrs.get(A.RETRY_REASON) != "killed"
+    ):
         enqueue_retry(study, trial, reason="killed")
         trial.set_user_attr(A.REQUEUED, True)
         result.reason = f"{result.reason}; re-queued once, the retry resumes from the last checkpoint"
     return result
 
 
-def _finish(study: optuna.Study, r: _Running) -> str:
+def _finish(study: optuna.Study, r: _Running) -> tuple[str, str | None]:
+    """Tell the trial's outcome; returns its log line and the environment cause of its failure
+    (``None`` unless the environment failed it: then it is re-queued and does not count)."""
     trial = r.trial
-    result = read_result(study, trial, r.process)
-    wall = trial.user_attrs.get(A.WALL_TIME_S, 0.0)
     label = trial.user_attrs.get(A.BASELINE) or "search"
     desc = r.choice.describe()
+    if not still_ours(study, trial):
+        r.process.close()
+        return (
+            f"#{trial.number:<3} {label:<16} result dropped: the trial was failed and retried by another "
+            "host while this one was not answering (heartbeat lost)  " + desc,
+            None,
+        )
+    if r.killed_after_s is not None:
+        wall = r.process.close()
+        trial.set_user_attr(A.WALL_TIME_S, round(wall, 2))
+        reason = (
+            f"killed after {wall:.0f} s: over the per-trial wall-clock limit of {r.killed_after_s:.0f} s "
+            "(trial_timeout_s in the space file); it stopped making progress or is far too slow"
+        )
+        trial.set_user_attr(A.FAILURE_REASON, reason)
+        study.tell(trial, state=TrialState.FAIL)
+        return f"#{trial.number:<3} {label:<16} FAILED: {reason}  {desc}", None
+    result = read_result(study, trial, r.process)
+    if result.state == "fail" and result.environment:
+        reason = f"environment ({result.environment}): {result.reason}"
+        trial.set_user_attr(A.FAILURE_REASON, reason)
+        trial.set_user_attr(A.ENVIRONMENT_FAILURE, result.environment)
+        if not trial.user_attrs.get(A.REQUEUED):
+            enqueue_retry(study, trial, reason="environment")
+            trial.set_user_attr(A.REQUEUED, True)
+        study.tell(trial, state=TrialState.FAIL)
+        return f"#{trial.number:<3} {label:<16} FAILED, re-queued: {reason}  {desc}", result.environment
+    return _tell(study, trial, result, label, desc), None
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult, label: str, desc: str) -> str:
+    wall = trial.user_attrs.get(A.WALL_TIME_S, 0.0)
     if result.state == "complete":
         assert result.value is not None
         trial.set_user_attr(A.METRICS, result.metrics)

@@ -16,7 +16,7 @@ from typing import Any
 from curriculum_search.search.options import SearchOptions, study_name
 from curriculum_search.search.selection import SelectionOutcome, decision_lines, run_selection, ship
 from curriculum_search.search.space import SearchSpace
-from curriculum_search.search.storage import storage_spec
+from curriculum_search.search.storage import running_marker, storage_spec
 from curriculum_search.utils.io import atomic_write_text
 
 
@@ -35,8 +35,13 @@ class FullResult:
 
 def run_full(space: SearchSpace, opts: SearchOptions) -> FullResult:
     """Select (or resume selecting) the curriculum to ship and write ``<study>/full``."""
-    spec = storage_spec(opts.studies_root, study_name(space, opts), opts.storage)
+    name = study_name(space, opts)
+    spec = storage_spec(opts.studies_root, name, opts.storage)
     status = spec.study_dir / "full" / "status.json"
+    # "running" with this process' PID and the study lock: a reader that finds the lock free (the
+    # process was killed) shows "interrupted" instead of "running" forever (storage.live_state)
+    if not (status.parent / "metrics.json").is_file():  # a finished full run keeps its "done"
+        _status(status, "running", extra=running_marker(spec, name))
     try:
         outcome = run_selection(space, opts)
     except BaseException as exc:
@@ -50,7 +55,7 @@ def run_full(space: SearchSpace, opts: SearchOptions) -> FullResult:
     return FullResult(path, metrics, outcome)
 
 
-def _status(path: Path, state: str, error: str | None = None) -> None:
+def _status(path: Path, state: str, error: str | None = None, extra: dict[str, Any] | None = None) -> None:
     atomic_write_text(
         path,
         json.dumps(
@@ -59,6 +64,7 @@ def _status(path: Path, state: str, error: str | None = None) -> None:
                 "trial": None,
                 "updated": datetime.now(UTC).isoformat(timespec="seconds"),
                 "error": error,
+                **(extra or {}),
             }
         ),
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 from curriculum_search.search.reader import UNREADABLE, StudyReader, StudyRecord
 from curriculum_search.search.selection import decision_lines
-from curriculum_search.search.storage import StorageSpec, open_readonly, storage_spec
+from curriculum_search.search.storage import StorageSpec, live_state, open_readonly, storage_spec
 
 
 @dataclass(frozen=True)
@@ -179,5 +179,5 @@ def study_status(name: str, studies_root: Path, storage: str | None = None) -> s
             f"full run: AP {m['ap']:.4f} AP50 {m['ap50']:.4f} on the {m.get('split', 'val')} split ({full / 'student.pt'})"
         )
     elif (full / "status.json").is_file():
-        lines.append(f"full run: {json.loads((full / 'status.json').read_text())['state']}")
+        lines.append(f"full run: {live_state(json.loads((full / 'status.json').read_text()))}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ class SearchOptions:
     seed: int | None = None
     space_file: Path | None = None
     echo: Callable[[str], None] = print
+    wait: bool = False  # wait for another run of the study to finish instead of refusing
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,8 +21,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import optuna
+from optuna.trial import TrialState
 
+from curriculum_search.search.failures import low_disk
 from curriculum_search.search.protocol import TrialJob, TrialResult
+from curriculum_search.search.storage import secret_env
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +59,10 @@ def finish(process: Process) -> tuple[TrialResult, float, bool]:
         return TrialResult.read(process.run_dir), wall, killed
     except (OSError, ValueError, TypeError):
         why = "killed (out of memory?)" if killed else f"crashed with exit code {code}"
-        return (
-            TrialResult("fail", reason=f"trial process {why}; see {process.run_dir / 'trial.log'}"),
-            wall,
-            killed,
-        )
+        result = TrialResult("fail", reason=f"trial process {why}; see {process.run_dir / 'trial.log'}")
+        if low_disk(process.run_dir):  # it could not even write its result
+            result.environment = "disk full"
+        return result, wall, killed
 
 
 def gpus(device: str | None) -> list[str]:
@@ -86,6 +89,7 @@ def spawn(job: TrialJob, run_dir: Path, slot: int, threads: int, gpu_ids: list[s
     job.write(job_file)
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
+    env.update(secret_env(job.storage.spec()))  # the database password, never in the job file
     if gpu_ids:
         env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
     log_file = open(run_dir / "trial.log", "ab")  # noqa: SIM115 - closed by Process.close
@@ -104,6 +108,8 @@ def stop_all(processes: Iterable[Process]) -> None:
     procs = list(processes)
     for p in procs:
         p.proc.terminate()
+        with contextlib.suppress(OSError):  # a stopped (SIGSTOP) process handles SIGTERM once resumed
+            p.proc.send_signal(signal.SIGCONT)
     for p in procs:
         try:
             p.proc.wait(timeout=20)
@@ -118,6 +124,25 @@ def _die_with_parent() -> None:
 
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def claim(study: optuna.Study, server: bool) -> optuna.Trial:
+    """``study.ask()``; on a server database the trial's heartbeat starts at once, before the
+    (possibly long) preparation: a host killed in its first seconds leaves no trial RUNNING
+    forever (Optuna only fails stale trials that have a heartbeat)."""
+    trial = study.ask()
+    if server:
+        try:
+            study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+        except Exception as exc:  # pragma: no cover - network hiccup: the heartbeat thread retries
+            log.debug("first heartbeat failed: %s", exc)
+    return trial
+
+
+def still_ours(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """False when another host finished the trial meanwhile (this coordinator was paused past the
+    heartbeat grace period and the trial was failed and retried there): its result is dropped."""
+    return study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING
 
 
 def start_heartbeat(

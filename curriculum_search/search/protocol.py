@@ -9,11 +9,11 @@ values, so a job file can be read, edited and replayed by hand.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from curriculum_search.search.storage import StorageSpec
+from curriculum_search.search.storage import StorageSpec, password_from_env
 from curriculum_search.utils.io import atomic_write_text
 
 RESULT_FILE = "result.json"
@@ -29,6 +29,9 @@ class StorageRef:
     study_dir: str
     sqlite_path: str | None = None
     journal_path: str | None = None
+    #: in memory only: never written to the job file (:meth:`TrialJob.write`); the trial process
+    #: gets it through its environment (:func:`~curriculum_search.search.storage.secret_env`)
+    password: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, spec: StorageSpec) -> StorageRef:
@@ -37,15 +40,20 @@ class StorageRef:
             str(spec.study_dir),
             str(spec.sqlite_path) if spec.sqlite_path else None,
             str(spec.journal_path) if spec.journal_path else None,
+            spec.password,
         )
 
     def spec(self) -> StorageSpec:
-        return StorageSpec(
+        """The storage; a server database's password comes from this object or the environment."""
+        spec = StorageSpec(
             self.url,
             Path(self.study_dir),
             Path(self.sqlite_path) if self.sqlite_path else None,
             Path(self.journal_path) if self.journal_path else None,
         )
+        if not spec.is_server:
+            return spec
+        return replace(spec, password=self.password or password_from_env())
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,9 @@ class TrialJob:
     report_data: dict[str, Any] | None = None
 
     def write(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(asdict(self)))
+        data = asdict(self)
+        data["storage"].pop("password", None)  # job files are ordinary files: no secret in them
+        atomic_write_text(path, json.dumps(data))
 
     @classmethod
     def read(cls, path: Path) -> TrialJob:
@@ -116,6 +126,8 @@ class TrialResult:
         pruned_at: global iteration of the pruning decision.
         reason: why the run failed.
         wall_time_s: seconds the process spent.
+        environment: set when the failure is the environment's (``"disk full"``, ``"CUDA error"``,
+            see :mod:`~curriculum_search.search.failures`): re-queued, not counted.
     """
 
     state: State
@@ -128,6 +140,7 @@ class TrialResult:
     pruned_at: int | None = None
     reason: str | None = None
     wall_time_s: float | None = None
+    environment: str | None = None
 
     def write(self, run_dir: Path) -> None:
         atomic_write_text(Path(run_dir) / RESULT_FILE, json.dumps(asdict(self), indent=2))

@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial
 
 from curriculum_search.errors import StudyError
 from curriculum_search.search import attrs as A
+from curriculum_search.search.storage import live_state
 
 # -- the state words -------------------------------------------------------------------------------
 EMPTY = "empty"
@@ -315,7 +316,7 @@ def full_run_state(status: Mapping[str, Any] | None, metrics: Mapping[str, Any] 
     """``running`` / ``done`` / ``failed`` / ``interrupted`` from ``status.json``; ``done`` when only
     metrics exist, ``running`` when only a history exists, else ``unknown``."""
     if status and status.get("state"):
-        return str(status["state"])
+        return live_state(status)  # "running" of a killed process reads "interrupted"
     return "done" if metrics else "running" if history else "unknown"
 
 

@@ -23,7 +23,6 @@ first full-length run *is* the full run (:func:`ship`): ``full/student.pt`` and
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -76,12 +75,13 @@ from curriculum_search.search.results import export_trial_recipe, provenance
 from curriculum_search.search.space import SearchSpace, SelectionConfig
 from curriculum_search.search.storage import (
     StorageSpec,
-    coordinator_lock,
+    database_errors,
     load_study_readonly,
     open_storage,
     storage_spec,
+    study_lock,
 )
-from curriculum_search.search.study import first_stage_min, space_of
+from curriculum_search.search.study import check_fingerprint, first_stage_min, space_of
 from curriculum_search.utils.config import to_dict
 from curriculum_search.utils.io import atomic_write_text, dump_yaml
 
@@ -235,6 +235,9 @@ def _recover(study: optuna.Study, echo: Callable[[str], None]) -> None:
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
         study._storage.set_trial_user_attr(t._trial_id, A.INTERRUPTED, True)
+        # stopped with its coordinator (kill -9, Ctrl+C, a reboot): never the run's fault, and
+        # never counted toward MAX_INTERRUPTIONS (three stopped `run`s must not fail the incumbent)
+        study._storage.set_trial_user_attr(t._trial_id, A.INTERRUPTED_BY, "coordinator")
         study.tell(t.number, state=TrialState.FAIL)
     if stale:
         echo(f"selection: {len(stale)} interrupted race run(s) resume from their last checkpoint")
@@ -253,7 +256,9 @@ def race_results(study: optuna.Study) -> dict[RunKey, float | None]:
             out[key] = t.value
         elif not a.get(A.INTERRUPTED):
             out.setdefault(key, None)
-        else:  # killed with its coordinator or by the OOM killer: run it again, but not forever
+        elif a.get(A.INTERRUPTED_BY) == "coordinator":  # stopped with its coordinator: run it again
+            continue
+        else:  # the run process alone SIGKILLed (OOM killer): run it again, but not forever
             kills[key] = kills.get(key, 0) + 1
             if kills[key] >= MAX_INTERRUPTIONS:
                 out.setdefault(key, None)
@@ -377,13 +382,11 @@ def run_selection(space: SearchSpace, opts: SearchOptions) -> SelectionOutcome:
     name = study_name(space, opts)
     spec = storage_spec(opts.studies_root, name, opts.storage)
     local = not spec.is_server
-    lock = (
-        coordinator_lock(spec.study_dir) if local and spec.journal_path is None else contextlib.nullcontext()
-    )
-    with lock:
+    with study_lock(spec, name, wait=opts.wait), database_errors(spec):  # server: this host's full/
         search = load_study_readonly(spec, name)
+        check_fingerprint(search, space, spec, opts.seed)  # the race trains what the search scored
         study = open_selection_study(spec, name)
-        if local and spec.journal_path is None:
+        if local:  # the study lock makes this the only coordinator (SQLite and journal alike)
             _recover(study, opts.echo)
         cands = {c.arm.key: c for c in shortlist(space, search, space.selection)}
         arms = [c.arm for c in cands.values()]

@@ -508,6 +508,7 @@ class SearchSpace:
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     trials: int = 20
     timeout_s: float | None = None
+    trial_timeout_s: float | None = None
     constraints: Constraints = field(default_factory=Constraints)
     train: TrainConfig = field(default_factory=TrainConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -548,6 +549,11 @@ class SearchSpace:
         )
         check(self.trials >= 1, "trials", f"must be >= 1, got {self.trials}")
         check(self.timeout_s is None or self.timeout_s > 0, "timeout_s", "must be > 0 (or null)")
+        check(
+            self.trial_timeout_s is None or self.trial_timeout_s > 0,
+            "trial_timeout_s",
+            "must be > 0 (or null: 600 s + 6 s per proxy iteration and seed)",
+        )
         check(
             self.data.holdout is None and self.data.eval_split == "val",
             "data.holdout",

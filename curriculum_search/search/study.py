@@ -29,6 +29,7 @@ from curriculum_search.search.space import (
 )
 from curriculum_search.search.storage import StorageSpec, open_storage
 from curriculum_search.utils.config import to_dict
+from curriculum_search.utils.io import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,70 @@ log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+#: What decides a trial's result (a study keeps it: a change would mix incomparable results).
+#: Everything else may change between runs: trials, timeout_s, workers, sampler, pruner, selection.
+FINGERPRINT_KEYS = ("data", "student", "pool", "proxy", "full", "train", "seed")
+
+#: The study attribute written last when a study is created: a study without it was interrupted
+#: while being created (it is set up again) or is not ours (refused if it already has trials).
+INITIALISED = A.INITIALISED
+
+
+def space_fingerprint(space: SearchSpace, seed: int | None = None) -> dict[str, str]:
+    """A hash per :data:`FINGERPRINT_KEYS` entry; ``seed`` overrides the space's (``--seed``)."""
+    d = to_dict(space)
+    fp = {k: stable_hash(d[k]) for k in ("data", "student", "proxy", "full", "train")}
+    fp["pool"] = pool_hash(space)
+    fp["seed"] = stable_hash(space.seed if seed is None else seed)
+    return {k: fp[k] for k in FINGERPRINT_KEYS}
+
+
+def fingerprint_id(fp: dict[str, str]) -> str:
+    """Short id of a fingerprint: part of every trial's run folder (``trials/<curriculum>-<id>-s<seed>``)."""
+    return stable_hash(fp, 8)
+
+
+def stored_fingerprint(study: optuna.Study) -> dict[str, str] | None:
+    """The study's fingerprint; for a study from before fingerprints, rebuilt from its stored space
+    and pool hash (``None`` if it has neither)."""
+    attrs = study.user_attrs
+    if isinstance(attrs.get(A.FINGERPRINT), dict):
+        return dict(attrs[A.FINGERPRINT])
+    if A.SPACE not in attrs:
+        return None
+    fp = space_fingerprint(space_from_dict(attrs[A.SPACE]))
+    if A.POOL_HASH in attrs:
+        fp["pool"] = attrs[A.POOL_HASH]
+    return fp
+
+
+def check_fingerprint(
+    study: optuna.Study, space: SearchSpace, spec: StorageSpec, seed: int | None = None
+) -> None:
+    """Refuse to go on with a space whose result-deciding parts differ from the study's.
+
+    Raises:
+        StudyError: one line naming the changed keys and suggesting ``--name``.
+    """
+    stored = stored_fingerprint(study)
+    if stored is None:
+        return
+    now = space_fingerprint(space, seed)
+    changed = [k for k in FINGERPRINT_KEYS if stored.get(k) != now[k]]
+    if changed:
+        raise StudyError(
+            f"{spec.display}: study {study.study_name!r} was run with another {', '.join(changed)} "
+            f"({'this changes' if len(changed) == 1 else 'these change'} its results; trials, "
+            "timeout_s and workers may change): run with --name NEW to start a new study, or "
+            "restore the space file"
+        )
+
+
 def open_study(
     space: SearchSpace, opts: SearchOptions, spec: StorageSpec, *, create: bool = True
 ) -> optuna.Study:
-    """Create or resume the study; refuse a changed teacher pool or a direction mismatch."""
+    """Create or resume the study; refuse a changed space (its fingerprint), a foreign study of the
+    same name or a direction mismatch."""
     name = study_name(space, opts)
     storage = open_storage(spec)
     first_min = first_stage_min(space)
@@ -72,18 +133,44 @@ def open_study(
                 opts.space_file, f"teachers.{tname}.checkpoint", f"{entry.checkpoint}: checkpoint not found"
             )
     phash = pool_hash(space)
-    if A.POOL_HASH not in attrs:
+    legacy = A.POOL_HASH in attrs and A.SPACE in attrs  # created before the marker existed
+    if INITIALISED not in attrs and not legacy:
+        if study.get_trials(deepcopy=False):
+            raise StudyError(
+                f"{spec.display}: a study named {name!r} already exists and was not created by "
+                "curriculum_search (it has trials but no search space); use another --name"
+            )
+        fp = space_fingerprint(space, opts.seed)
         study.set_user_attr(A.POOL_HASH, phash)
         study.set_user_attr(A.SPACE, to_dict(space))
         study.set_user_attr(A.SPACE_FILE, str(opts.space_file) if opts.space_file else None)
+        study.set_user_attr(A.FINGERPRINT, fp)
+        study.set_user_attr(A.FINGERPRINT_ID, fingerprint_id(fp))
         study.set_user_attr(A.PACKAGE_VERSION, __version__)
         study.set_user_attr(A.CREATED, datetime.now(UTC).isoformat(timespec="seconds"))
-    elif attrs[A.POOL_HASH] != phash:
+        study.set_user_attr(INITIALISED, True)  # last: a study without it is set up again
+        return study
+    if attrs[A.POOL_HASH] != phash:
         raise StudyError(
             f"{spec.display}: the teacher pool of study {name!r} changed (study {attrs[A.POOL_HASH]}, space {phash}); "
             "a study keeps its pool: run with --name NEW to start a new study"
         )
+    check_fingerprint(study, space, spec, opts.seed)
+    if legacy and INITIALISED not in attrs:
+        fp = stored_fingerprint(study) or space_fingerprint(space, opts.seed)
+        study.set_user_attr(A.FINGERPRINT, fp)
+        study.set_user_attr(A.FINGERPRINT_ID, fingerprint_id(fp))
+        study.set_user_attr(INITIALISED, True)
     return study
+
+
+def run_folder_id(study: optuna.Study) -> str:
+    """The fingerprint id trial run folders carry (``trials/<curriculum>-<id>-s<seed>``)."""
+    fid = study.user_attrs.get(A.FINGERPRINT_ID)
+    if isinstance(fid, str):
+        return fid
+    fp = stored_fingerprint(study)
+    return fingerprint_id(fp) if fp is not None else "legacy"
 
 
 def first_stage_min(space: SearchSpace) -> int:
@@ -118,7 +205,10 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason
     keep[A.RETRY_OF] = trial.number
     if reason:
         keep[A.RETRY_REASON] = reason
-    study.enqueue_trial(trial.params, user_attrs=keep, skip_if_exists=False)
+    # an enqueued trial (baseline, retry) killed before it was decoded has no params yet: its
+    # enqueued ones are in fixed_params; without them the retry would be a random curriculum
+    fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+    study.enqueue_trial({**fixed, **trial.params}, user_attrs=keep, skip_if_exists=False)
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -23,10 +23,11 @@ from curriculum_search.curriculum.recipe import DataConfig, Recipe
 from curriculum_search.curriculum.trainer import RunOptions, RunResult, run_recipe
 from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.engine.evaluate import EvalResult
-from curriculum_search.errors import TrialFailure, UserError
+from curriculum_search.errors import StudyError, TrialFailure, UserError
+from curriculum_search.search.failures import environment_cause
 from curriculum_search.search.protocol import RESULT_FILE, TrialJob, TrialResult
 from curriculum_search.search.space import make_pruner, pruning_allowed, space_from_dict
-from curriculum_search.search.storage import open_storage
+from curriculum_search.search.storage import RUN_LOCK, file_lock, open_storage
 from curriculum_search.utils.config import from_dict
 from curriculum_search.utils.io import atomic_write_text
 
@@ -91,7 +92,7 @@ def run_job(job: TrialJob) -> TrialResult:
     except optuna.TrialPruned:
         result = TrialResult("pruned", value=last.get("ap"), pruned_at=_int(last.get("iteration")))
     except (TrialFailure, UserError) as exc:
-        result = TrialResult("fail", reason=str(exc))
+        result = TrialResult("fail", reason=str(exc), environment=environment_cause(exc))
     result.wall_time_s = round(time.time() - t0, 2)
     result.write(run_dir)
     return result
@@ -151,12 +152,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job = TrialJob.read(Path(argv[0]))
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # held while training: a retry never trains in the folder of a still-running original
+        with file_lock(
+            run_dir / RUN_LOCK, what=f"run folder {run_dir}", hint="another trial process trains here"
+        ):
+            return _run_and_report(job)
+    except StudyError as exc:  # only the lock raises here; the folder (and result) are the other run's
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run_and_report(job: TrialJob) -> int:
     try:
         run_job(job)
     except Exception as exc:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        TrialResult("fail", reason=reason).write(Path(job.run_dir))
+        TrialResult("fail", reason=reason, environment=environment_cause(exc)).write(Path(job.run_dir))
         return 1
     return 0
 

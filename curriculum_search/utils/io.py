@@ -26,6 +26,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600: give the file the usual umask mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -37,6 +38,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file (e.g. ENOSPC)
         raise
     return path
+
+
+def _default_mode() -> int:
+    """``0o666`` minus the process umask: the mode ``open(path, "w")`` would have given the file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def sweep_temp_files(folder: str | Path, min_age_s: float = 300.0) -> int:
@@ -76,13 +84,51 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, where: str) -> None:
+        super().__init__(key)
+        self.key, self.where = key, where
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently: a second ``teachers: {a: ...}`` entry would replace the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable key: SafeLoader reports it below
+                continue
+            if duplicate and key != "<<":
+                mark = key_node.start_mark
+                raise _DuplicateKey(key, f"line {mark.line + 1}, column {mark.column + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Load a YAML mapping safely; any problem becomes a one-line :class:`ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(path, None, "file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _safe_load_unique(path.read_text(encoding="utf-8"))
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            path, exc.where, f"duplicate key {exc.key!r} (the first one would be lost)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
