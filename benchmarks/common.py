@@ -512,7 +512,7 @@ def ensure_zoo(
     """Train the missing zoo teachers of ``space`` (and the library's student-alone reference;
     timed, ~0 s when all exist); returns the pool's ``TeacherInfo`` list (reference included)."""
     from curriculum_search.distill.cache import CacheConfig
-    from curriculum_search.zoo import build_zoo
+    from curriculum_search.search.zoo import build_zoo
 
     t0 = time.perf_counter()
     infos = build_zoo(

@@ -67,7 +67,7 @@ def build_zoo(
     space: SearchSpace | str | Path | None = None, studies_dir: str | Path = "studies", **kw: Any
 ) -> Any:
     """Train the space's missing zoo teachers (and the student-alone reference); their infos."""
-    from curriculum_search.zoo import build_zoo as _build
+    from curriculum_search.search.zoo import build_zoo as _build
 
     sp, src = _space(space)
     o = options(studies_dir, space_file=src, **kw)

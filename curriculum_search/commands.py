@@ -139,7 +139,7 @@ def _study_lock(args: argparse.Namespace, name: str, *, full: bool):  # type: ig
 
 def _build_zoo(space, args: argparse.Namespace, *, reference: bool = True) -> None:  # type: ignore[no-untyped-def]
     from curriculum_search.models.pretrained import ensure_pretrained, space_specs
-    from curriculum_search.zoo import build_zoo, format_pool
+    from curriculum_search.search.zoo import build_zoo, format_pool
 
     ensure_pretrained(space_specs(space), args.space)  # offline: one line before any training
 
@@ -274,7 +274,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from curriculum_search.zoo import describe_pool, format_pool, student_reference
+    from curriculum_search.search.zoo import describe_pool, format_pool, student_reference
 
     space = _space(args)
     infos = describe_pool(space, args.studies_dir)

@@ -433,7 +433,7 @@ def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path: Path)
 def test_zoo_builds_lock_each_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two studies that need one zoo teacher: the second waits for the first's training instead
     of writing the same checkpoint folder at the same time (seen: "corrupt checkpoint")."""
-    from curriculum_search import zoo
+    from curriculum_search.search import zoo
     from curriculum_search.search.space import load_space
 
     space = load_space(write_space(tmp_path))

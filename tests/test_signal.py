@@ -131,7 +131,7 @@ def test_a_curriculum_that_dips_after_each_switch_and_recovers_is_not_pruned(spa
 
 def test_teacher_label_map_by_name() -> None:
     from curriculum_search.models import torchvision_class_names
-    from curriculum_search.zoo import teacher_label_map
+    from curriculum_search.search.zoo import teacher_label_map
 
     data = ("person", "car", "traffic light")
     tv = torchvision_class_names("fcos")  # 90 names with "N/A" slots: car is label 3, light 10
@@ -162,7 +162,7 @@ class _OwnLabelSpace(torch.nn.Module):
 def test_superset_subset_and_reordered_teachers_get_correct_ap_and_ranking(coco: Any) -> None:  # noqa: F811
     from curriculum_search.engine.evaluate import evaluate
     from curriculum_search.search.baselines import rank_teachers
-    from curriculum_search.zoo import teacher_label_map
+    from curriculum_search.search.zoo import teacher_label_map
 
     dataset = FakeDataset(coco, {11: True, 12: True, 13: True})
     names = ("circle", "square")  # dataset labels 1, 2
@@ -191,7 +191,7 @@ def test_zoo_list_scores_torchvision_teachers_in_their_label_space(
 ) -> None:
     """A torchvision-architecture teacher (91-slot label space, random weights, no download)."""
     from curriculum_search.models import torchvision_class_names
-    from curriculum_search.zoo import describe_pool
+    from curriculum_search.search.zoo import describe_pool
 
     studies = tmp_path / "studies"
     data_dir = studies / "coco_named"

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from curriculum_search.data.synthetic import SyntheticConfig
+from curriculum_search.distill.config import Decay, FeatureKD, PseudoLabelKD, ResponseKD, Stage
+from curriculum_search.engine.config import TrainConfig
 from curriculum_search.errors import ConfigError
 from curriculum_search.models.spec import DetectorSpec
 from curriculum_search.utils.config import check, from_dict, to_dict
@@ -127,144 +129,6 @@ class TeacherRef:
 
 
 @dataclass(frozen=True)
-class FeatureKD:
-    """Feature imitation on FPN levels with a registered loss (mse, tadf_feature, mgd, fgd, cwd, pkd)."""
-
-    loss: str = "mgd"
-    weight: float = 1.0
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, "weight", "must be >= 0")
-
-
-@dataclass(frozen=True)
-class ResponseKD:
-    """Head-level KD: class logits (temperature) and boxes; ``gate`` = TADF teacher-better gating."""
-
-    cls_weight: float = 1.0
-    box_weight: float = 1.0
-    temperature: float = 2.0
-    gate: bool = True
-
-    def __post_init__(self) -> None:
-        check(self.cls_weight >= 0, "cls_weight", "must be >= 0")
-        check(self.box_weight >= 0, "box_weight", "must be >= 0")
-        check(self.temperature > 0, "temperature", "must be > 0")
-
-
-@dataclass(frozen=True)
-class PseudoLabelKD:
-    """Train on the stage teachers' fused detections (step A of pseudo-label KD).
-
-    ``mode`` for labeled images: ``pseudo`` trains on the pseudo labels only (the paper's step A),
-    ``union`` on the ground truth plus non-duplicate pseudo boxes, ``unlabeled_only`` keeps the
-    ground truth and uses pseudo labels only where no annotations exist. Unlabeled images (from
-    the dataset or ``data.unlabeled_dir``) join the stage when ``use_unlabeled``.
-    Step B (fine-tuning on ground truth) is a following stage without teachers.
-    """
-
-    score_threshold: float = 0.5
-    nms_iou: float = 0.5
-    fuse: str = "wbf"
-    fuse_iou: float = 0.55
-    mode: Literal["pseudo", "union", "unlabeled_only"] = "union"
-    use_unlabeled: bool = True
-
-    def __post_init__(self) -> None:
-        check(0 <= self.score_threshold < 1, "score_threshold", "must be in [0, 1)")
-        check(0 < self.nms_iou <= 1, "nms_iou", "must be in (0, 1]")
-        check(0 < self.fuse_iou <= 1, "fuse_iou", "must be in (0, 1]")
-
-
-@dataclass(frozen=True)
-class Decay:
-    """Distillation decay gamma(t) over a stage: constant, linear, cosine or step, with a floor."""
-
-    kind: str = "linear"
-    floor: float = 0.1
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check(0 <= self.floor <= 1, "floor", "must be in [0, 1]")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One curriculum stage: the student (from the previous stage) learns from ``teachers``.
-
-    No teachers = plain supervised training (e.g. pseudo-label step B fine-tuning on
-    ``gt_fraction`` of the labeled images). Each stage gets a fresh optimizer and LR schedule.
-    """
-
-    teachers: tuple[str, ...] = ()
-    iterations: int = 100
-    feature: FeatureKD | None = None
-    response: ResponseKD | None = None
-    pseudo: PseudoLabelKD | None = None
-    decay: Decay = field(default_factory=Decay)
-    lr: float | None = None
-    warmup_iterations: int | None = None
-    init_from_teacher: bool = False
-    gt_fraction: float = 1.0
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        check(self.iterations >= 1, "iterations", f"must be >= 1, got {self.iterations}")
-        check(0 < self.gt_fraction <= 1, "gt_fraction", "must be in (0, 1]")
-        check(self.lr is None or self.lr > 0, "lr", "must be > 0")
-        if not self.teachers:
-            for key in ("feature", "response", "pseudo"):
-                check(getattr(self, key) is None, key, "needs at least one teacher in this stage")
-            check(not self.init_from_teacher, "init_from_teacher", "needs a teacher in this stage")
-        dup = sorted({t for t in self.teachers if self.teachers.count(t) > 1})
-        check(not dup, "teachers", f"teacher(s) listed twice: {', '.join(dup)}")
-
-    @property
-    def distills(self) -> bool:
-        return bool(self.teachers) and any(x is not None for x in (self.feature, self.response, self.pseudo))
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by all stages (a stage may override lr / warm-up).
-
-    ``num_workers``: data-loading worker processes per training process; null (default) = one less
-    than the available CPUs (at most 8) for ``data.kind: coco``, 0 for the synthetic data.
-    """
-
-    batch_size: int = 8
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_iterations: int = 50
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 10.0
-    amp: bool = True
-    eval_every: int = 0
-    eval_images: int | None = None
-    checkpoint_every: int = 200
-    num_workers: int | None = None
-    threads: int | None = None
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.lr > 0, "lr", "must be > 0")
-        check(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables clipping)")
-        check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 = only at the end)")
-        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
-        check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
-        check(
-            self.num_workers is None or self.num_workers >= 0,
-            "num_workers",
-            "must be >= 0 (0 = load in the training process, null = automatic)",
-        )
-
-
-@dataclass(frozen=True)
 class Recipe:
     """A complete, reproducible training run of a curriculum."""
 
@@ -344,3 +208,23 @@ def resolve_path(
             source, field_name, f"relative path {value!r} escapes {base} (use an absolute path)"
         )
     return resolved
+
+
+#: Stage and KD configs live with the distiller, the optimiser settings with the engine (the layers
+#: that use them); recipes re-export them so a recipe is described from one module.
+__all__ = [
+    "RECIPE_FORMAT",
+    "DataConfig",
+    "Decay",
+    "FeatureKD",
+    "PseudoLabelKD",
+    "Recipe",
+    "ResponseKD",
+    "Stage",
+    "TeacherRef",
+    "TrainConfig",
+    "load_recipe",
+    "recipe_to_dict",
+    "resolve_path",
+    "save_recipe",
+]

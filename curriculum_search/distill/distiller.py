@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from curriculum_search.curriculum.recipe import Stage
 from curriculum_search.distill.cache import TeacherOutput
+from curriculum_search.distill.config import Stage
 from curriculum_search.distill.decay import decay_factor
 from curriculum_search.distill.feature import align_features, build_feature_loss, feature_loss_params
 from curriculum_search.distill.feature.reference import detector_type

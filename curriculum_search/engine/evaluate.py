@@ -255,7 +255,7 @@ def evaluate(
         progress: show a tqdm progress bar.
         label_map: the model's label → the dataset's label, for a model trained on another class
             set (e.g. a teacher in torchvision's 91-slot COCO label space; see
-            :func:`curriculum_search.zoo.teacher_label_map`). Detections whose label is not in it
+            :func:`curriculum_search.search.zoo.teacher_label_map`). Detections whose label is not in it
             are dropped; dataset classes no model label maps to score 0 AP. Default: the model's
             labels are the dataset's.
         num_workers: loader worker processes decoding the images (0 = in this process).

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from curriculum_search.curriculum.recipe import TrainConfig
+from curriculum_search.engine.config import TrainConfig
 
 
 def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict[str, object]]:

@@ -220,7 +220,7 @@ def enqueue_baselines(space: SearchSpace, study: optuna.Study, opts: SearchOptio
     """Enqueue student-only, direct-strongest, weak->strong and heuristic-order trials (once)."""
     if study.user_attrs.get(A.BASELINES_ENQUEUED):
         return
-    from curriculum_search.zoo import describe_pool
+    from curriculum_search.search.zoo import describe_pool
 
     infos = describe_pool(
         space, opts.studies_root, device=opts.device, evaluate_missing=True, source=opts.space_file
@@ -276,7 +276,7 @@ def _heuristic(space: SearchSpace, opts: SearchOptions, ap: dict[str, float]) ->
 def ensure_zoo(space: SearchSpace, opts: SearchOptions) -> None:
     """Train zoo teachers this host does not have yet (each host of a multi-host study needs them)."""
     from curriculum_search.search.encoding import zoo_checkpoint_path
-    from curriculum_search.zoo import build_zoo
+    from curriculum_search.search.zoo import build_zoo
 
     missing = [
         n
