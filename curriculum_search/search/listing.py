@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curriculum_search.errors import StudyError
 from curriculum_search.search.reader import UNREADABLE, StudyReader, StudyRecord
 from curriculum_search.search.selection import decision_lines
 from curriculum_search.search.storage import StorageSpec, live_state, open_readonly, storage_spec
@@ -55,13 +56,27 @@ class StudyRow:
         return cls(name, storage, UNREADABLE, None, 0, 0, 0, 0, None, None, None, reason)
 
 
+def _reader(spec: StorageSpec, name: str) -> StudyReader:
+    """A reader of ``spec``; a database that cannot be opened (being created, not Optuna's) is one line."""
+    try:
+        return StudyReader(open_readonly(spec), spec.display)
+    except StudyError:
+        raise
+    except Exception as exc:  # e.g. opened while another process is still creating the schema
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise StudyError(
+            f"{spec.display}: cannot read study {name!r} ({type(exc).__name__}: {first}); if it is being "
+            "created right now, retry in a moment, otherwise the file is not an Optuna study"
+        ) from exc
+
+
 def status_json(name: str, studies_root: Path, storage: str | None = None) -> dict[str, Any]:
     """One study as JSON: state, trial counts, the selection decision, fidelity, the final report.
 
     ``selection``/``fidelity``/``final`` are ``null`` until a selection has finished.
     """
     spec = storage_spec(studies_root, name, storage)
-    reader = StudyReader(open_readonly(spec), spec.display)
+    reader = _reader(spec, name)
     try:
         record = reader.record(name, spec.study_dir)
     finally:
@@ -145,7 +160,7 @@ def format_studies(rows: list[StudyRow]) -> str:
 def study_status(name: str, studies_root: Path, storage: str | None = None) -> str:
     """A readable report of one study: state, counts, top trials, baselines, selection, full run."""
     spec = storage_spec(studies_root, name, storage)
-    reader = StudyReader(open_readonly(spec), spec.display)
+    reader = _reader(spec, name)
     try:
         trials = reader.trials(name)
         record = reader.record(name, spec.study_dir, trials=trials)
