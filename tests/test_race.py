@@ -195,3 +195,18 @@ def test_a_race_run_killed_again_and_again_counts_as_failed():
         t.set_user_attr(k, v)
     study.tell(t, 0.25)
     assert race_results(study)[("a", 100, 1)] == 0.25
+
+
+def test_race_runs_get_the_trial_limit_scaled_to_their_length(tmp_path):
+    import dataclasses
+
+    from curriculum_search.search.failures import race_time_limit, trial_time_limit
+    from curriculum_search.search.space import load_space
+    from tests.helpers import write_space
+
+    space = load_space(write_space(tmp_path))
+    assert race_time_limit(space, 100) == 600 + 6 * 100  # default: generous, grows with the budget
+    fixed = dataclasses.replace(space, trial_timeout_s=90.0)
+    assert trial_time_limit(fixed) == 90.0
+    its = fixed.proxy.iterations
+    assert race_time_limit(fixed, its) == 90.0 and race_time_limit(fixed, 4 * its) == 360.0

@@ -73,4 +73,12 @@ def trial_time_limit(space: SearchSpace) -> float:
     return 600.0 + 6.0 * space.proxy.iterations * max(1, space.proxy.seeds)
 
 
-__all__ = ["ENV_FAILURE_LIMIT", "environment_cause", "low_disk", "trial_time_limit"]
+def race_time_limit(space: SearchSpace, iterations: int) -> float:
+    """Seconds a race run of ``iterations`` may run before it is killed as hung: the proxy trial's
+    limit scaled to its length (one seed)."""
+    if space.trial_timeout_s is not None:
+        return float(space.trial_timeout_s) * max(1.0, iterations / space.proxy.iterations)
+    return 600.0 + 6.0 * iterations
+
+
+__all__ = ["ENV_FAILURE_LIMIT", "environment_cause", "low_disk", "race_time_limit", "trial_time_limit"]

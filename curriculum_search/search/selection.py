@@ -49,6 +49,7 @@ from curriculum_search.search.attrs import (  # the study format; re-exported he
 )
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import CurriculumChoice, build_recipe, choice_from_dict
+from curriculum_search.search.failures import race_time_limit
 from curriculum_search.search.options import SearchOptions, study_name
 from curriculum_search.search.processes import (
     Process,
@@ -60,6 +61,7 @@ from curriculum_search.search.processes import (
     stop_all,
     thread_count,
 )
+from curriculum_search.search.protocol import TrialResult
 from curriculum_search.search.race import (
     Arm,
     PairedStats,
@@ -286,6 +288,7 @@ class _Running:
     trial: optuna.Trial
     key: RunKey
     process: Process
+    killed_after_s: float | None = None
 
 
 def _launch(
@@ -341,7 +344,13 @@ def _finish(study: optuna.Study, r: _Running) -> str:
     result, wall, killed = finish(r.process)
     trial = r.trial
     trial.set_user_attr(A.WALL_TIME_S, round(wall, 2))
-    if killed and result.state == "fail":  # not the run's fault: run it again (see race_results)
+    if r.killed_after_s is not None:  # hung: a failure of this run (not an interruption)
+        result = TrialResult(
+            "fail",
+            reason=f"killed after {wall:.0f} s: over the race run's wall-clock limit of "
+            f"{r.killed_after_s:.0f} s (trial_timeout_s scaled to its length); it stopped making progress",
+        )
+    elif killed and result.state == "fail":  # not the run's fault: run it again (see race_results)
         trial.set_user_attr(A.INTERRUPTED, True)
     label = f"{trial.user_attrs[A.ARM]:<28} {r.key[1]:>5} it  seed {r.key[2]}"
     if result.state == "complete" and result.value is not None:
@@ -435,6 +444,11 @@ def _race(
                     running[key] = _launch(space, study, spec, cands, key, opts, slot, threads, gpu_ids, rung)
                 time.sleep(0.25)
                 for key, r in list(running.items()):
+                    limit = race_time_limit(space, key[1])
+                    if not r.process.done() and time.time() - r.process.started > limit:
+                        r.process.proc.kill()  # hung (SIGSTOP, deadlock, stale mount): SIGKILL ends it
+                        r.process.proc.wait()
+                        r.killed_after_s = limit
                     if r.process.done():
                         del running[key]
                         opts.echo(_finish(study, r))
