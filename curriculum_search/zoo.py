@@ -3,24 +3,7 @@ module keeps the old import path working."""
 
 from __future__ import annotations
 
-from curriculum_search.search.zoo import (
-    TeacherInfo,
-    build_zoo,
-    describe_pool,
-    format_pool,
-    student_reference,
-    supervised_recipe,
-    teacher_label_map,
-    zoo_recipe,
-)
+from curriculum_search.search import zoo as _zoo
+from curriculum_search.search.zoo import *  # noqa: F403
 
-__all__ = [
-    "TeacherInfo",
-    "build_zoo",
-    "describe_pool",
-    "format_pool",
-    "student_reference",
-    "supervised_recipe",
-    "teacher_label_map",
-    "zoo_recipe",
-]
+__all__ = list(_zoo.__all__)
