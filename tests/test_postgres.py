@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -39,22 +40,28 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
+@contextlib.contextmanager
+def postgres_server(prefix: str, *initdb_args: str, files: dict[str, str] | None = None) -> Iterator[str]:
+    """A throwaway PostgreSQL server on loopback: ``initdb`` (with ``initdb_args``; ``{root}`` in
+    them is the server's folder, where ``files`` are written first), started with ``pg_ctl``,
+    stopped and removed afterwards. Yields its URL (user ``postgres``, no password in it)."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if not initdb or not pg_ctl:
         pytest.skip(
             "PostgreSQL server binaries not installed (Debian package `postgresql`; .ci/run installs it)"
         )
-    pytest.importorskip("psycopg", reason="psycopg not installed (test extra)")
     # not under pytest's tmp folder: the `postgres` user must be able to reach it
-    root = Path(tempfile.mkdtemp(prefix="cs-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     data = root / "data"
+    for name, text in (files or {}).items():
+        (root / name).write_text(text)
     if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
+        for path in (root, *(root / name for name in files or {})):
+            shutil.chown(path, "postgres")
         os.chmod(root, 0o700)
+    args = [a.format(root=root) for a in initdb_args]
     subprocess.run(
-        _as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        _as_postgres([initdb, "-D", str(data), "-U", "postgres", *args, "-E", "UTF8"]),
         check=True,
         capture_output=True,
     )
@@ -72,6 +79,13 @@ def postgres_url() -> Iterator[str]:
             _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    pytest.importorskip("psycopg", reason="psycopg not installed (test extra)")
+    with postgres_server("cs-pg-", "--auth=trust") as url:
+        yield url
 
 
 @pytest.mark.timeout(900)

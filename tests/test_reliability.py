@@ -8,12 +8,10 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from curriculum_search.search.storage import (
 )
 from curriculum_search.utils.io import atomic_write_text, dump_yaml
 from tests.test_bad_input import teacher_ckpt as teacher_ckpt  # fixture
-from tests.test_postgres import _as_postgres, _bin, _free_port
+from tests.test_postgres import _free_port, postgres_server
 from tests.test_postgres import postgres_url as postgres_url  # fixture
 from tests.test_search import write_space
 
@@ -112,49 +110,10 @@ def test_password_file_must_be_private(tmp_path: Path, monkeypatch: pytest.Monke
 def postgres_with_password() -> Iterator[str]:
     """A loopback PostgreSQL server that REQUIRES a password (scram), so a trial process that does
     not get it from its coordinator cannot report: the URL returned has no password."""
-    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip(
-            "PostgreSQL server binaries not installed (Debian package `postgresql`; .ci/run installs it)"
-        )
-    root = Path(tempfile.mkdtemp(prefix="cs-pgpw-"))
-    data, pwfile = root / "data", root / "pwfile"
-    pwfile.write_text(SECRET + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(pwfile, "postgres")
-        os.chmod(root, 0o700)
-    subprocess.run(
-        _as_postgres(
-            [
-                initdb,
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-                f"--pwfile={pwfile}",
-                "-E",
-                "UTF8",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    port = _free_port()
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=50"
-    subprocess.run(
-        _as_postgres([pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server(
+        "cs-pgpw-", "--auth=scram-sha-256", "--pwfile={root}/pwfile", files={"pwfile": SECRET + "\n"}
+    ) as url:
+        yield url
 
 
 @pytest.mark.postgres
