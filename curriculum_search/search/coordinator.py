@@ -177,9 +177,7 @@ def _coordinate(
                 if workers == 1 and running:
                     _update_iteration_bar(it_bar, next(iter(running.values())))
                 for number, r in list(running.items()):
-                    if not r.process.done() and time.time() - r.process.started > limit:
-                        r.process.proc.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
-                        r.process.proc.wait()
+                    if r.process.kill_if_over(limit):
                         r.killed_after_s = limit
                     if not r.process.done():
                         continue

@@ -43,6 +43,15 @@ class Process:
     def done(self) -> bool:
         return self.proc.poll() is not None
 
+    def kill_if_over(self, limit_s: float) -> bool:
+        """SIGKILL the process when it has run longer than ``limit_s`` (hung: SIGSTOP, deadlock,
+        stale mount; SIGKILL also ends a stopped process); whether it was killed."""
+        if self.done() or time.time() - self.started <= limit_s:
+            return False
+        self.proc.kill()
+        self.proc.wait()
+        return True
+
     def close(self) -> float:
         """Close the log; the wall time in seconds."""
         self.log_file.close()

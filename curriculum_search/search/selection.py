@@ -445,9 +445,7 @@ def _race(
                 time.sleep(0.25)
                 for key, r in list(running.items()):
                     limit = race_time_limit(space, key[1])
-                    if not r.process.done() and time.time() - r.process.started > limit:
-                        r.process.proc.kill()  # hung (SIGSTOP, deadlock, stale mount): SIGKILL ends it
-                        r.process.proc.wait()
+                    if r.process.kill_if_over(limit):
                         r.killed_after_s = limit
                     if r.process.done():
                         del running[key]
