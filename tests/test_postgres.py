@@ -120,7 +120,13 @@ def test_two_workers_on_postgresql_finish_distinct_trials(tmp_path: Path, postgr
     assert second.returncode == 0, out2.decode()[-3000:]
     trials = optuna.load_study(study_name="tiny", storage=postgres_url).get_trials()
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) >= 7
+    assert len(finished) >= 7, "\n".join(
+        [
+            f"{t.number} {t.state.name} {t.user_attrs.get('description')} {t.user_attrs.get('failure')}"
+            for t in trials
+        ]
+        + [out1.decode()[-3000:], out2.decode()[-3000:]]
+    )
     # each trial ran on one host only: a trial claimed twice would be told by both coordinators
     # (this replaces an assertion that trial numbers are distinct, which Optuna guarantees anyway)
     ran = [

@@ -65,8 +65,11 @@ from curriculum_search.search.study import (
     run_folder_id,
 )
 
-
 # -- the coordinator -------------------------------------------------------------------------------
+#: Seconds between storage reads for the twins that trials waiting to reuse a result wait on.
+TWIN_CHECK_S = 2.0
+
+
 @dataclass
 class _Running:
     trial: optuna.Trial
@@ -131,6 +134,7 @@ def _coordinate(
     )
     limit = trial_time_limit(space)
     env_failures: list[str] = []  # environment failures in a row (disk full, CUDA error...)
+    next_twin_check = 0.0
     with heartbeats(
         study,
         lambda: [r.trial._trial_id for r in running.values()] + [t._trial_id for t, _ in waiting_reuse],
@@ -194,18 +198,24 @@ def _coordinate(
                             f"on the environment, last: {cause}; fix it and re-run the same command (those "
                             "trials run again; they do not count toward the target)"
                         )
+                ask_storage = spec.is_server and time.time() >= next_twin_check
+                if ask_storage:  # other hosts' twins: read the storage every few seconds, not every tick
+                    next_twin_check = time.time() + TWIN_CHECK_S
                 for trial, choice in list(waiting_reuse):
-                    if choice.key not in {r.choice.key for r in running.values()}:
-                        waiting_reuse.remove((trial, choice))
-                        if _prepare_trial(space, study, trial, choice, opts) == "reused":
-                            bar.update(1)
-                            line = _reused_line(trial, choice)  # told like any other trial
-                            opts.echo(line) if not opts.progress else bar.write(line)
-                        else:  # the twin did not complete: run it ourselves
-                            slot = min(set(range(workers)) - {r.slot for r in running.values()})
-                            running[trial.number] = _launch(
-                                space, study, spec, trial, choice, opts, slot, threads, gpu_ids
-                            )
+                    if choice.key in {r.choice.key for r in running.values()}:
+                        continue  # its twin runs here
+                    if spec.is_server and (not ask_storage or _twin_runs(study, trial, choice)):
+                        continue  # its twin may run on another host (or was claimed there first)
+                    waiting_reuse.remove((trial, choice))
+                    if _prepare_trial(space, study, trial, choice, opts) == "reused":
+                        bar.update(1)
+                        line = _reused_line(trial, choice)  # told like any other trial
+                        opts.echo(line) if not opts.progress else bar.write(line)
+                    else:  # the twin did not complete: run it ourselves
+                        slot = min(set(range(workers)) - {r.slot for r in running.values()})
+                        running[trial.number] = _launch(
+                            space, study, spec, trial, choice, opts, slot, threads, gpu_ids
+                        )
         except BaseException:
             stop_all(r.process for r in running.values())  # nothing orphaned; checkpoints stay for the retry
             raise
@@ -295,14 +305,19 @@ def _prepare_trial(
             trial.report(v, step)
         study.tell(trial, twin.value)
         return "reused"
-    running_twins = [
-        t
+    return "wait" if _twin_runs(study, trial, choice) else "run"
+
+
+def _twin_runs(study: optuna.Study, trial: optuna.Trial, choice: CurriculumChoice) -> bool:
+    """Whether another RUNNING trial (of this or another host) trains the same curriculum first:
+    one that was launched (its run folder is recorded), or, when two hosts claimed twins at the same
+    moment, the lower-numbered one. Read from the storage, so every coordinator agrees."""
+    return any(
+        t.user_attrs.get(A.CURRICULUM_KEY) == choice.key
+        and t.number != trial.number
+        and (A.RUN_DIR in t.user_attrs or t.number < trial.number)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if t.user_attrs.get(A.CURRICULUM_KEY) == choice.key and t.number != trial.number
-    ]
-    if running_twins:
-        return "wait"
-    return "run"
+    )
 
 
 def _boundaries(choice: CurriculumChoice) -> list[int]:

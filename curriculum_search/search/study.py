@@ -105,6 +105,11 @@ def open_study(
     storage = open_storage(spec)
     first_min = first_stage_min(space)
     sampler = make_sampler(space, source=opts.space_file)
+    if spec.is_server:
+        # many coordinators (one per host) share the study: with the space's seed each would
+        # propose the very same curricula in the same order (duplicate work, twin trials racing
+        # for one run folder); a server study is not reproducible trial by trial anyway
+        sampler.reseed_rng()
     pruner = make_pruner(space, first_min, source=opts.space_file)
     try:
         if create:
