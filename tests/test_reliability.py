@@ -415,7 +415,7 @@ def test_zoo_builds_lock_each_teacher(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(zoo, "run_recipe", fake_run_recipe)
     with pytest.raises(RuntimeError, match="stop here"):
-        zoo.build_zoo(space, studies, progress=False)
+        zoo.build_zoo(space, studies, progress=False, processes=1)
     assert seen and seen[0][1], seen  # the teacher's lock was held while it trained
 
 

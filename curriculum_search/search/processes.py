@@ -107,7 +107,7 @@ def spawn(job: TrialJob, run_dir: Path, slot: int, threads: int, gpu_ids: list[s
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
     )
     return Process(proc, run_dir, time.time(), log_file, slot)
 
@@ -126,7 +126,7 @@ def stop_all(processes: Iterable[Process]) -> None:
             p.proc.kill()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the trial process gets SIGKILL when its coordinator dies (no orphan keeps writing)."""
     import ctypes
     import signal
@@ -200,6 +200,7 @@ def progress_of(run_dir: Path) -> dict[str, Any] | None:
 
 __all__ = [
     "Process",
+    "die_with_parent",
     "finish",
     "gpus",
     "heartbeats",
