@@ -109,8 +109,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="trials run at once on this machine, one process each; GPUs assigned round-robin, CPU threads split (default 1)",
+        default=None,
+        help="trials (and race runs) at once on this machine, one process each; GPUs assigned round-robin, CPU "
+        "threads split (default: one per GPU; on a CPU one per core, at most 4, each with 1 thread: on small "
+        "models that finishes more trials per hour than one trial using every core)",
     )
     p.add_argument(
         "--storage",

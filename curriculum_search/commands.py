@@ -113,7 +113,7 @@ def _opts(args: argparse.Namespace, space_file: Path | None):  # type: ignore[no
         storage=getattr(args, "storage", None),
         trials=getattr(args, "trials", None),
         timeout_s=getattr(args, "timeout", None),
-        workers=getattr(args, "workers", 1),
+        workers=getattr(args, "workers", None),
         device=args.device,
         threads=args.threads,
         cache=cache_config(args),
@@ -159,7 +159,7 @@ def _build_zoo(space, args: argparse.Namespace, *, reference: bool = True) -> No
 def cmd_search(args: argparse.Namespace, *, full: bool = False) -> int:
     from curriculum_search.search.storage import check_study_name
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise ConfigError(None, "--workers", "must be >= 1")
     if args.name is not None:
         check_study_name(args.name)  # before any work (the zoo) is done for it

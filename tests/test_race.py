@@ -210,3 +210,23 @@ def test_race_runs_get_the_trial_limit_scaled_to_their_length(tmp_path):
     assert trial_time_limit(fixed) == 90.0
     its = fixed.proxy.iterations
     assert race_time_limit(fixed, its) == 90.0 and race_time_limit(fixed, 4 * its) == 360.0
+
+
+def test_of_several_challengers_that_clear_the_bar_the_best_mean_wins():
+    """A steady +0.016 (tight interval) and a larger +0.031 (wider interval) both clear the
+    incumbent: the one with the higher expected AP ships, not the tighter interval."""
+    s = RaceSettings(budgets=(400,), seeds=((0, 1, 2),), promote=1, margin=0.0, confidence=0.9)
+    values = table(
+        {
+            "inc": {400: [0.104, 0.111, 0.103]},
+            "a": {400: [0.124, 0.121, 0.121]},  # steady: +0.019, +0.010, +0.018
+            "b": {400: [0.149, 0.135, 0.127]},  # larger: +0.045, +0.024, +0.024
+        },
+        {400: (0, 1, 2)},
+    )
+    plan = plan_race([INC, A, B], s, values)
+    st = plan.rungs[0].stats
+    assert st["a"].clears(0.0) and st["b"].clears(0.0)
+    assert (st["a"].lo or 0) > (st["b"].lo or 0)  # a has the tighter interval...
+    assert plan.winner == B and plan.rungs[0].fate["b"] == "winner"  # ...b the higher mean
+    assert plan.rungs[0].fate["a"] == "beats the incumbent"

@@ -41,6 +41,7 @@ from curriculum_search.search.processes import (
     still_ours,
     stop_all,
     thread_count,
+    worker_count,
 )
 from curriculum_search.search.protocol import RESULT_FILE, TrialResult
 from curriculum_search.search.reader import is_counted
@@ -110,7 +111,7 @@ def _coordinate(
 ) -> None:
     t_start = time.time()
     timeout = opts.timeout_s if opts.timeout_s is not None else space.timeout_s
-    workers = max(1, opts.workers)
+    workers = worker_count(opts.workers, opts.threads, opts.device)
     threads = thread_count(opts.threads, workers)
     gpu_ids = gpus(opts.device)
     running: dict[int, _Running] = {}

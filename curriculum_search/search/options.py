@@ -19,7 +19,7 @@ class SearchOptions:
     storage: str | None = None
     trials: int | None = None
     timeout_s: float | None = None
-    workers: int = 1
+    workers: int | None = None  # None: one per GPU, or per core on a CPU (processes.worker_count)
     device: str | None = None
     threads: int | None = None
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -230,7 +230,9 @@ def plan_race(
         for a in survivors:
             rung.fate[a.key] = "within noise" if a not in winners else "beats the incumbent"
         if winners:
-            best = max(winners, key=lambda a: (rung.stats[a.key].lo or 0.0, rung.stats[a.key].mean))
+            # every winner cleared the bar: ship the best expected AP (not the tightest interval,
+            # which would prefer a small, steady gain over a large one)
+            best = max(winners, key=lambda a: (rung.stats[a.key].mean, rung.stats[a.key].lo or 0.0))
             rung.fate[best.key] = "winner"
             return RacePlan(
                 rungs, [], best, incumbent, rung.stats[best.key], "its interval clears the margin"

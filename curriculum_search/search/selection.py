@@ -28,7 +28,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +60,7 @@ from curriculum_search.search.processes import (
     spawn,
     stop_all,
     thread_count,
+    worker_count,
 )
 from curriculum_search.search.protocol import TrialResult
 from curriculum_search.search.race import (
@@ -128,8 +129,9 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
 
     The incumbent is the baseline with the best proxy score; the challengers the
     ``cfg.shortlist`` best distinct searched curricula (none equal to a baseline); with
-    ``cfg.lr_matched`` also the incumbent at the best challenger's learning rate; the reference
-    is the student alone.
+    ``cfg.lr_matched`` also the incumbent at the best challenger's learning rate; the references
+    are the student alone at the incumbent's learning rate and (``cfg.lr_matched``) at the best
+    challenger's.
 
     Raises:
         StudyError: no baseline has finished yet.
@@ -190,17 +192,24 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
                     matched,
                 )
             )
-    alone = student_only_choice(space)
-    if alone.key not in {c.arm.key for c in out}:
-        sb = next((t for k, t in baselines.items() if t.user_attrs.get(A.BASELINE) == STUDENT_ONLY), None)
+    # the student alone at the incumbent's learning rate and (lr_matched) the best challenger's:
+    # "what distillation buys" compares the shipped student with the student alone at the shipped
+    # student's own learning rate (another challenger that wins is reported with a note)
+    sb = next((t for k, t in baselines.items() if t.user_attrs.get(A.BASELINE) == STUDENT_ONLY), None)
+    rates = [incumbent.choice.lr] + ([out[1].choice.lr] if cfg.lr_matched and searched else [])
+    for lr in dict.fromkeys(rates):
+        alone = dataclasses.replace(student_only_choice(space), lr=lr)
+        if alone.key in {c.arm.key for c in out}:
+            continue  # an arm of the race is that student alone already
+        default = abs(lr / student_only_choice(space).lr - 1) <= 1e-3
         out.append(
             Candidate(
                 Arm(
                     alone.key,
-                    "student alone",
+                    "student alone" if default else f"student alone @ lr {lr:.3g}",
                     "reference",
                     baseline=STUDENT_ONLY,
-                    source_trial=sb.number if sb else None,
+                    source_trial=sb.number if sb and default else None,
                     proxy_score=scores.get(alone.key),
                 ),
                 alone,
@@ -426,7 +435,7 @@ def _race(
     settings: RaceSettings,
     opts: SearchOptions,
 ) -> RacePlan:
-    workers = max(1, opts.workers)
+    workers = worker_count(opts.workers, opts.threads, opts.device)
     threads = thread_count(opts.threads, workers)
     gpu_ids = gpus(opts.device)
     running: dict[RunKey, _Running] = {}
@@ -513,8 +522,7 @@ def summary(
     # the report split: the same seeds, paired
     seeds = last.seeds
     rep = {k: _report_values(study, k, last.iterations, seeds) for k in last.values}
-    alone = next((c.arm for c in cands.values() if c.arm.role == "reference"), None)
-    alone_key = alone.key if alone is not None else (inc.key if inc.baseline == STUDENT_ONLY else None)
+    alone_key = _student_alone_key(cands, winner.key, last.values)
     final: dict[str, Any] = {"split": rep_split, "seeds": len(seeds), "ap": None}
     w_rep = rep.get(winner.key)
     if w_rep:
@@ -534,6 +542,9 @@ def summary(
         final["best_baseline"] = inc.label
         versus(inc.key, "best_baseline")
         versus(alone_key, "student_alone")
+        final["lr"] = cands[winner.key].choice.lr
+        if alone_key is not None:
+            final["student_alone_lr"] = cands[alone_key].choice.lr
     rungs = [
         {
             "iterations": r.iterations,
@@ -590,6 +601,21 @@ def summary(
     }
 
 
+def _student_alone_key(
+    cands: Mapping[str, Candidate], winner: str, raced: Mapping[str, Sequence[float]]
+) -> str | None:
+    """The raced student-only arm to report the shipped student against: the one at the shipped
+    student's learning rate (the winner itself when it distils nothing), else the default one."""
+    alone = [k for k in raced if cands[k].choice.is_student_only]
+    lr = cands[winner].choice.lr
+    same = [k for k in alone if abs(cands[k].choice.lr / lr - 1) <= 1e-3]
+    if same:
+        return winner if winner in same else same[0]
+    refs = [k for k in alone if cands[k].arm.role == "reference"]
+    pick = refs or alone
+    return pick[0] if pick else None
+
+
 def decision_lines(s: Mapping[str, Any]) -> list[str]:
     """The decision in plain words (CLI and ``status``): "beats" only outside the noise."""
     sel, fid, fin = s["selection"], s["fidelity"], s["final"]
@@ -636,12 +662,21 @@ def decision_lines(s: Mapping[str, Any]) -> list[str]:
                 continue
             words = fin[f"{name}_words"]
             if words == "is":
-                lines.append(f"  it is the {what} (AP {fin[f'{name}_ap']:.4f})")
+                lines.append(
+                    f"  it is the {what} (AP {fin[f'{name}_ap']:.4f})"
+                    + (": the shipped curriculum distils nothing" if name == "student_alone" else "")
+                )
                 continue
             lines.append(
                 f"  vs {what} (AP {fin[f'{name}_ap']:.4f}): {_fmt_delta(fin[f'delta_vs_{name}_mean'], fin[f'delta_vs_{name}_interval'])}"
                 f" — {_words(words, what)}"
             )
+            a_lr, lr = fin.get("student_alone_lr"), fin.get("lr")
+            if name == "student_alone" and a_lr and lr and abs(a_lr / lr - 1) > 1e-3:
+                lines.append(
+                    f"    (the student alone trained at lr {a_lr:.3g}, the shipped student at lr {lr:.3g}: "
+                    "the difference is not distillation alone)"
+                )
     return lines
 
 
