@@ -57,7 +57,11 @@ def _train(space_file: str, studies: str, arm: str, teacher: str | None, seed: i
 
     space = load_space(space_file)
     root = Path(studies)
-    choice = student_only_choice(space) if teacher is None else choice_from_settings(space, {"teachers": [teacher]})
+    choice = (
+        student_only_choice(space)
+        if teacher is None
+        else choice_from_settings(space, {"teachers": [teacher]})
+    )
     recipe = build_recipe(
         space, choice, iterations=iterations, proxy=False, seed=seed, studies_root=root, split="report"
     )
@@ -79,8 +83,12 @@ def _train(space_file: str, studies: str, arm: str, teacher: str | None, seed: i
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--space", default=str(ROOT / "space" / "default.yaml"), help="space file (default: the default)")
-    p.add_argument("--iterations", type=int, default=None, help="iterations per run (default: the space's full)")
+    p.add_argument(
+        "--space", default=str(ROOT / "space" / "default.yaml"), help="space file (default: the default)"
+    )
+    p.add_argument(
+        "--iterations", type=int, default=None, help="iterations per run (default: the space's full)"
+    )
     p.add_argument("--seeds", type=int, default=3, help="paired seeds per arm (default 3)")
     p.add_argument("--workers", type=int, default=2, help="runs at once, one thread each (default 2)")
     p.add_argument("--confidence", type=float, default=0.9, help="two-sided t interval level (default 0.9)")
@@ -117,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         by_arm.setdefault(r.arm, []).append(r.ap)
     base = by_arm[STUDENT_ALONE]
     rows: list[dict[str, Any]] = []
-    print(f"\n{iterations} iterations, seeds 0..{a.seeds - 1}, AP on the report split ({runs_s:.0f} s of runs)")
+    print(
+        f"\n{iterations} iterations, seeds 0..{a.seeds - 1}, AP on the report split ({runs_s:.0f} s of runs)"
+    )
     for arm, _ in arms:
         vals = by_arm[arm]
         st = paired_stats(vals, base, a.confidence) if arm != STUDENT_ALONE else None
@@ -128,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             words = "within noise" if inside else ("beats" if st.mean > 0 else "worse than")
             iv = f"[{st.lo:+.3f}, {st.hi:+.3f}]" if st.lo is not None and st.hi is not None else "[n/a]"
             delta = f"  vs student alone {st.mean:+.3f} {iv} ({words})"
-        print(f"  {arm:<22} " + " ".join(f"{v:.3f}" for v in vals) + f"  mean {sum(vals) / len(vals):.3f}"
-              f"  {wall:5.0f} s/run{delta}")
+        print(
+            f"  {arm:<22} " + " ".join(f"{v:.3f}" for v in vals) + f"  mean {sum(vals) / len(vals):.3f}"
+            f"  {wall:5.0f} s/run{delta}"
+        )
         rows.append(
             {
                 "arm": arm,
