@@ -125,3 +125,39 @@ def test_no_import_cycles():
 def test_the_layer_table_knows_every_package():
     for module in _imports():
         _layer(module)
+
+
+def _test_modules_imported(tree: ast.AST) -> set[str]:
+    """The ``tests/test_*.py`` modules a piece of code imports (absolute or relative imports)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        modules: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            modules = [base, *(f"{base}.{a.name}" for a in node.names)]  # `from tests import test_x`
+        elif isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        for module in modules:
+            last = module.rsplit(".", 1)[-1]
+            if last.startswith("test_") and (REPO / "tests" / f"{last}.py").exists():
+                found.add(last)
+    return found
+
+
+def test_test_modules_do_not_import_each_other():
+    """Helpers shared by test modules live in tests/helpers.py (functions, constants, test doubles)
+    and tests/conftest.py (fixtures), never in a test module another one imports. Code in a string
+    (a ``sitecustomize.py`` a test writes for its subprocesses) is checked too."""
+    bad = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        snippets: list[ast.AST] = [tree]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "import" in node.value:
+                try:
+                    snippets.append(ast.parse(node.value))
+                except SyntaxError:
+                    continue
+        for snippet in snippets:
+            bad += [f"{path.name} imports {m}" for m in sorted(_test_modules_imported(snippet))]
+    assert not bad, "test modules importing other test modules (move the helper):\n" + "\n".join(bad)

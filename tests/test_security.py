@@ -28,17 +28,15 @@ from curriculum_search.search.encoding import suggest_curriculum
 from curriculum_search.search.space import load_space
 from curriculum_search.search.storage import open_storage, storage_spec
 from curriculum_search.utils.config import to_dict
-from tests.helpers import write_space
-from tests.test_bad_input import (
+from tests.helpers import (
     coco_data,
     copy_coco,
     one_line_error,
     recipe_dict,
     train_args,
+    write_space,
     write_yaml,
 )
-from tests.test_bad_input import coco_src as coco_src  # fixture
-from tests.test_bad_input import teacher_ckpt as teacher_ckpt  # fixture
 
 PACKAGE = Path(__file__).resolve().parent.parent / "curriculum_search"
 
