@@ -21,7 +21,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"curriculum"}),
     frozenset({"search"}),
     frozenset({"dashboard"}),
-    frozenset({"api", "cli", "cli_data", "commands", "init_space", "predict", "__main__", "zoo", "<root>"}),
+    frozenset({"api", "cli", "init_space", "predict", "__main__", "zoo", "<root>"}),
 )
 
 

@@ -270,12 +270,12 @@ def test_a_server_listening_beyond_loopback_shows_nothing_to_other_machines() ->
 def test_dashboard_command_needs_expose_for_a_reachable_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from curriculum_search import commands
+    from curriculum_search import cli as cli_module
     from curriculum_search.cli import main as cli
     from curriculum_search.dashboard import parse_app_args
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(commands.subprocess, "call", lambda cmd, *a, **k: seen.append(cmd) or 0)
+    monkeypatch.setattr(cli_module.subprocess, "call", lambda cmd, *a, **k: seen.append(cmd) or 0)
     line = one_line_error(
         cli(["dashboard", "--host", "0.0.0.0", "--studies-dir", str(tmp_path)]), capsys.readouterr().err
     )

@@ -262,7 +262,7 @@ def test_study_name_from_space_file_cannot_be_a_path(
 def test_dashboard_binds_to_localhost_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     args = build_parser().parse_args(["dashboard"])
     assert args.host == "127.0.0.1"
-    from curriculum_search import commands
+    from curriculum_search import cli as cli_module
 
     seen: list[list[str]] = []
 
@@ -270,7 +270,7 @@ def test_dashboard_binds_to_localhost_by_default(monkeypatch: pytest.MonkeyPatch
         seen.append(cmd)
         return 0
 
-    monkeypatch.setattr(commands.subprocess, "call", call)
+    monkeypatch.setattr(cli_module.subprocess, "call", call)
     assert cli(["dashboard", "--studies-dir", str(tmp_path)]) == 0
     (cmd,) = seen
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"

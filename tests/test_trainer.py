@@ -169,7 +169,7 @@ def test_cli_shows_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch):
     import argparse
     import io
 
-    from curriculum_search.commands import progress_bars
+    from curriculum_search.cli import progress_bars
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
