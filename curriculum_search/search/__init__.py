@@ -3,7 +3,8 @@ coordinator, the selection race, results and the full run.
 
 Modules by job (data flows down this list):
 
-* :mod:`.space` — search-space files (validated configs), sampler and pruner;
+* :mod:`.space` — search-space files: loading and hashes; their blocks (validated configs) in
+  :mod:`.space_blocks`, their Optuna sampler and pruner in :mod:`.samplers`;
 * :mod:`.encoding`, :mod:`.baselines`, :mod:`.heuristic` — curricula as trial parameters;
 * :mod:`.attrs` — the names of the study and trial attributes (the study format);
 * :mod:`.storage` — Optuna storages and locks; :mod:`.protocol` — the typed job/result files;
