@@ -5,7 +5,8 @@ Modules by job (data flows down this list):
 
 * :mod:`.space` — search-space files: loading and hashes; their blocks (validated configs) in
   :mod:`.space_blocks`, their Optuna sampler and pruner in :mod:`.samplers`;
-* :mod:`.encoding`, :mod:`.baselines`, :mod:`.heuristic` — curricula as trial parameters;
+* :mod:`.encoding`, :mod:`.baselines`, :mod:`.heuristic` — curricula as trial parameters; the
+  decoded curriculum in :mod:`.choice`, its recipes and costs in :mod:`.recipes`;
 * :mod:`.attrs` — the names of the study and trial attributes (the study format);
 * :mod:`.storage` — Optuna storages and locks; :mod:`.protocol` — the typed job/result files;
 * :mod:`.study` — create/resume a study, recover, enqueue baselines;
