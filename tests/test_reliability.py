@@ -917,7 +917,7 @@ def test_a_retry_never_shares_the_run_folder_of_a_running_original(
 def test_race_runs_stopped_with_their_coordinator_never_count_as_failed(tmp_path: Path) -> None:
     """Three `run`s stopped during the race (kill -9, Ctrl+C) failed the incumbent's run ("a run
     of the incumbent failed"): only the run process SIGKILLed alone (OOM killer) counts."""
-    from curriculum_search.search.selection import MAX_INTERRUPTIONS, _recover, race_results
+    from curriculum_search.search.race_runs import MAX_INTERRUPTIONS, _recover, race_results
 
     study = optuna.create_study(study_name="s:selection", storage=f"sqlite:///{tmp_path / 's.db'}")
     attrs = {"arm_key": "a", "iterations": 100, "seed": 0}

@@ -11,7 +11,8 @@ Modules by job (data flows down this list):
 * :mod:`.storage` — Optuna storages and locks; :mod:`.protocol` — the typed job/result files;
 * :mod:`.study` — create/resume a study, recover, enqueue baselines;
 * :mod:`.processes`, :mod:`.trial_worker`, :mod:`.coordinator` — run trials in their own processes;
-* :mod:`.race`, :mod:`.selection` — the race that decides what ships;
+* :mod:`.race`, :mod:`.selection` — the race that decides what ships (by job: :mod:`.arms`,
+  :mod:`.race_runs`, :mod:`.race_report`, :mod:`.shipping`);
 * :mod:`.results`, :mod:`.fullrun` — best trial, recipes, shipped student;
 * :mod:`.reader`, :mod:`.listing` — the one read-only study reader (typed records, one state
   function, one count rule; CLI, dashboard and benchmarks use it) and the ``studies``/``status``
