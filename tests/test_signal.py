@@ -599,7 +599,7 @@ def test_a_decoded_two_step_curriculum_trains(tmp_path: Path, teacher_ckpt: Path
 
 
 def test_the_dashboard_shows_the_two_steps(space: SearchSpace) -> None:
-    from curriculum_search.dashboard.data import _stages_of
+    from curriculum_search.dashboard.study_frames import _stages_of
     from curriculum_search.search.encoding import decode_params
 
     choice = decode_params(_two_step_params(space), space)
