@@ -1,5 +1,7 @@
 """The package's import structure: data flows one way (no upward import between layers) and no
-module imports itself through others (no cycles), lazy imports inside functions included."""
+module imports itself through others (no cycles), lazy imports inside functions included; no
+module over ~600 lines unless it is one cohesive job named below; test modules share helpers
+through tests/helpers.py and tests/conftest.py, never by importing each other."""
 
 from __future__ import annotations
 
@@ -125,6 +127,28 @@ def test_no_import_cycles():
 def test_the_layer_table_knows_every_package():
     for module in _imports():
         _layer(module)
+
+
+#: Lines a module may have; over it only if it is one cohesive job, named here in five words or fewer.
+MAX_LINES = 600
+LONG_MODULES = {
+    "cli.py": "the command-line interface",
+    "curriculum/trainer.py": "the progressive curriculum trainer",
+    "distill/cache.py": "the teacher-output cache",
+    "data/coco.py": "COCO-format detection datasets",
+}
+
+
+def test_no_module_over_600_lines_unless_it_is_one_named_job():
+    lines = {str(p.relative_to(PKG)): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
+    too_long = [
+        f"{m}: {n} lines" for m, n in sorted(lines.items()) if n > MAX_LINES and m not in LONG_MODULES
+    ]
+    assert not too_long, "split these modules by job (or name their one job in LONG_MODULES):\n" + "\n".join(
+        too_long
+    )
+    assert all(len(job.split()) <= 5 for job in LONG_MODULES.values())
+    assert set(LONG_MODULES) <= set(lines), "LONG_MODULES names a module that does not exist"
 
 
 def _test_modules_imported(tree: ast.AST) -> set[str]:
