@@ -179,7 +179,7 @@ def test_kendall_tau_and_pooled_std():
 def test_a_race_run_killed_again_and_again_counts_as_failed():
     import optuna
 
-    from curriculum_search.search.race_runs import MAX_INTERRUPTIONS, race_results
+    from curriculum_search.search.selection import MAX_INTERRUPTIONS, race_results
 
     study = optuna.create_study(direction="maximize")
     attrs = {"arm_key": "a", "iterations": 100, "seed": 0}

@@ -37,8 +37,9 @@ from curriculum_search.search.attrs import (  # the study format; re-exported he
     is_selection_study,
     selection_study_name,
 )
-from curriculum_search.search.race_report import decision_lines, load_decision, summary
+from curriculum_search.search.race_report import TAU_WARNING, decision_lines, load_decision, summary
 from curriculum_search.search.race_runs import (
+    MAX_INTERRUPTIONS,
     SelectionOutcome,
     open_selection_study,
     race_results,
@@ -48,8 +49,10 @@ from curriculum_search.search.shipping import export_recipe, selected_recipe, sh
 
 __all__ = [
     "DECISION",
+    "MAX_INTERRUPTIONS",
     "SELECTION_OF",
     "SELECTION_SUFFIX",
+    "TAU_WARNING",
     "Candidate",
     "SelectionOutcome",
     "decision_lines",
