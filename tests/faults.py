@@ -16,6 +16,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from curriculum_search.distill.feature import FeatureLoss
+
 SITECUSTOMIZE = """
 import os
 if os.environ.get("CS_TEST_FAULT"):
@@ -56,3 +60,20 @@ def inject(folder: Path, monkeypatch: Any, mode: str, **env: str) -> None:
     monkeypatch.setenv("CS_TEST_FAULT", mode)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+
+
+class BrokenFeatureLoss(FeatureLoss):
+    """Test-only feature loss: returns a non-finite value or raises out-of-memory (registered as
+    ``broken_test`` by ``test_bad_input.py``, in its own process and in trial processes)."""
+
+    def __init__(self, student_channels: int, teacher_channels: int, num_levels: int, *, mode: str = "nan"):
+        super().__init__(student_channels, teacher_channels, num_levels)
+        self.mode = mode
+
+    def compute(
+        self, student: list[torch.Tensor], teacher: list[torch.Tensor], targets: Any, image_size: Any
+    ):
+        if self.mode == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+        bad = float("nan") if self.mode == "nan" else float("inf")
+        return sum(s.mean() for s in student) * 0 + bad

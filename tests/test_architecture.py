@@ -1,5 +1,7 @@
 """The package's import structure: data flows one way (no upward import between layers) and no
-module imports itself through others (no cycles), lazy imports inside functions included."""
+module imports itself through others (no cycles), lazy imports inside functions included; no
+module over ~600 lines unless it is one cohesive job named below; test modules share helpers
+through tests/helpers.py and tests/conftest.py, never by importing each other."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"curriculum"}),
     frozenset({"search"}),
     frozenset({"dashboard"}),
-    frozenset({"api", "cli", "cli_data", "commands", "init_space", "predict", "__main__", "zoo", "<root>"}),
+    frozenset({"api", "cli", "init_space", "predict", "__main__", "zoo", "<root>"}),
 )
 
 
@@ -125,3 +127,61 @@ def test_no_import_cycles():
 def test_the_layer_table_knows_every_package():
     for module in _imports():
         _layer(module)
+
+
+#: Lines a module may have; over it only if it is one cohesive job, named here in five words or fewer.
+MAX_LINES = 600
+LONG_MODULES = {
+    "cli.py": "the command-line interface",
+    "curriculum/trainer.py": "the progressive curriculum trainer",
+    "distill/cache.py": "the teacher-output cache",
+    "data/coco.py": "COCO-format detection datasets",
+}
+
+
+def test_no_module_over_600_lines_unless_it_is_one_named_job():
+    lines = {str(p.relative_to(PKG)): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
+    too_long = [
+        f"{m}: {n} lines" for m, n in sorted(lines.items()) if n > MAX_LINES and m not in LONG_MODULES
+    ]
+    assert not too_long, "split these modules by job (or name their one job in LONG_MODULES):\n" + "\n".join(
+        too_long
+    )
+    assert all(len(job.split()) <= 5 for job in LONG_MODULES.values())
+    assert set(LONG_MODULES) <= set(lines), "LONG_MODULES names a module that does not exist"
+
+
+def _test_modules_imported(tree: ast.AST) -> set[str]:
+    """The ``tests/test_*.py`` modules a piece of code imports (absolute or relative imports)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        modules: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            modules = [base, *(f"{base}.{a.name}" for a in node.names)]  # `from tests import test_x`
+        elif isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        for module in modules:
+            last = module.rsplit(".", 1)[-1]
+            if last.startswith("test_") and (REPO / "tests" / f"{last}.py").exists():
+                found.add(last)
+    return found
+
+
+def test_test_modules_do_not_import_each_other():
+    """Helpers shared by test modules live in tests/helpers.py (functions, constants, test doubles)
+    and tests/conftest.py (fixtures), never in a test module another one imports. Code in a string
+    (a ``sitecustomize.py`` a test writes for its subprocesses) is checked too."""
+    bad = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        snippets: list[ast.AST] = [tree]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "import" in node.value:
+                try:
+                    snippets.append(ast.parse(node.value))
+                except SyntaxError:
+                    continue
+        for snippet in snippets:
+            bad += [f"{path.name} imports {m}" for m in sorted(_test_modules_imported(snippet))]
+    assert not bad, "test modules importing other test modules (move the helper):\n" + "\n".join(bad)

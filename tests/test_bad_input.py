@@ -26,70 +26,33 @@ from typing import Any
 import optuna
 import pytest
 import torch
-import yaml
 from optuna.trial import TrialState
 
 from curriculum_search.cli import main as cli
 from curriculum_search.curriculum.recipe import load_recipe
-from curriculum_search.curriculum.trainer import RunOptions, run_recipe
-from curriculum_search.data import SyntheticConfig, ensure_synthetic
+from curriculum_search.curriculum.trainer import run_recipe
 from curriculum_search.distill.cache import CacheConfig
 from curriculum_search.distill.feature import _registry as feature_registry
 from curriculum_search.errors import StudyError, TrialFailure
-from curriculum_search.models import DetectorSpec, build_detector, load_checkpoint, save_detector
-from curriculum_search.search.service import SearchOptions, open_study, run_search
+from curriculum_search.models import load_checkpoint
+from curriculum_search.search.service import SearchOptions, run_search
 from curriculum_search.search.space import load_space
-from curriculum_search.search.storage import storage_spec
-from tests.helpers import TINY, write_space
-
-CLASSES = tuple(SyntheticConfig().classes)
-STUDENT: dict[str, Any] = {
-    "arch": "fcos",
-    "backbone": "mobilenetv3_small_050",
-    "num_classes": len(CLASSES),
-    "class_names": list(CLASSES),
-    "fpn_channels": 16,
-    "image_size": 64,
-    "head_convs": 1,
-}
-SYNTHETIC: dict[str, Any] = {"num_train": 8, "num_val": 4, "image_size": 64, "seed": 1}
-
-
-# -- helpers shared with the other reliability tests ----------------------------------------------
-def teacher_spec(**changes: Any) -> DetectorSpec:
-    """A tiny FCOS teacher on the synthetic classes (random init: these tests never need AP)."""
-    return DetectorSpec(**{**STUDENT, "class_names": CLASSES, **changes})
-
-
-def save_teacher(path: Path, **changes: Any) -> Path:
-    torch.manual_seed(0)
-    save_detector(path, build_detector(teacher_spec(**changes)))
-    return path
-
-
-def recipe_dict(teacher: Path | str | None, **changes: Any) -> dict[str, Any]:
-    """A 2-iteration one-teacher recipe on 8 synthetic 64 px images (a few seconds on a CPU)."""
-    data: dict[str, Any] = {
-        "name": "bad",
-        "seed": 0,
-        "data": {"kind": "synthetic", "synthetic": dict(SYNTHETIC), "image_size": 64},
-        "student": copy.deepcopy(STUDENT),
-        "teachers": {"a": {"checkpoint": str(teacher)}} if teacher is not None else {},
-        "stages": [
-            {"teachers": ["a"], "iterations": 2, "feature": {"loss": "mse"}}
-            if teacher is not None
-            else {"iterations": 2}
-        ],
-        "train": {
-            "batch_size": 2,
-            "warmup_iterations": 1,
-            "checkpoint_every": 1,
-            "threads": 1,
-            "eval_images": 4,
-        },
-    }
-    data.update(changes)
-    return data
+from tests.faults import BrokenFeatureLoss
+from tests.helpers import (
+    CLASSES,
+    STUDENT,
+    TINY,
+    checkpoint_teacher_study,
+    coco_data,
+    copy_coco,
+    one_line_error,
+    recipe_dict,
+    run_options,
+    save_teacher,
+    train_args,
+    write_space,
+    write_yaml,
+)
 
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -115,84 +78,8 @@ def del_key(data: dict[str, Any], dotted: str) -> dict[str, Any]:
     return data
 
 
-def write_yaml(path: Path, data: Any) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def one_line_error(code: int, err: str) -> str:
-    """The single ``error: ...`` line of a failed CLI call (asserts status 2 and no traceback)."""
-    assert code == 2, f"exit status {code}, stderr:\n{err}"
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(lines) == 1, f"expected exactly one 'error:' line, got:\n{err}"
-    return lines[0]
-
-
-def train_args(recipe: Path, tmp: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--recipe",
-        str(recipe),
-        "--out",
-        str(tmp / "out"),
-        "--studies-dir",
-        str(tmp / "studies"),
-        "--threads",
-        "1",
-        "-q",
-        *extra,
-    ]
-
-
 def search_args(space: Path, studies: Path, *extra: str) -> list[str]:
     return ["search", "--space", str(space), "--studies-dir", str(studies), "--threads", "1", "-q", *extra]
-
-
-def run_options(tmp: Path, out: str = "out", **kw: Any) -> RunOptions:
-    return RunOptions(
-        out_dir=tmp / out,
-        cache_root=tmp / "studies" / "_cache",
-        base_dir=tmp,
-        cache=CacheConfig(enabled=False),
-        progress=False,
-        **kw,
-    )
-
-
-@pytest.fixture(scope="module")
-def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
-
-
-@pytest.fixture(scope="module")
-def coco_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small COCO dataset on disk (synthetic shapes: 8 train, 4 val images of 64 px)."""
-    root = tmp_path_factory.mktemp("coco")
-    paths = ensure_synthetic(SyntheticConfig(**SYNTHETIC), root)
-    out = root / "coco"
-    shutil.copytree(paths.train_images, out / "train")
-    shutil.copytree(paths.val_images, out / "val")
-    shutil.copy(paths.train_ann, out / "train.json")
-    shutil.copy(paths.val_ann, out / "val.json")
-    return out
-
-
-def copy_coco(src: Path, tmp: Path) -> Path:
-    dst = tmp / "coco"
-    shutil.copytree(src, dst)
-    return dst
-
-
-def coco_data(root: Path) -> dict[str, Any]:
-    return {
-        "kind": "coco",
-        "train_images": str(root / "train"),
-        "train_ann": str(root / "train.json"),
-        "val_images": str(root / "val"),
-        "val_ann": str(root / "val.json"),
-        "image_size": 64,
-    }
 
 
 # -- 1. search-space files ---------------------------------------------------------------------------
@@ -862,25 +749,10 @@ def test_student_num_classes_not_matching_dataset(tmp_path: Path, capsys: pytest
 
 
 # -- 6. a study whose teacher pool changed ------------------------------------------------------------------
-def _checkpoint_teacher_study(tmp: Path, teacher_ckpt: Path) -> tuple[Path, Path, Path, Path]:
-    """A study (no trial yet) whose pool is one checkpoint teacher: (teacher, space, studies, db)."""
-    teacher = tmp / "t.pt"
-    shutil.copy(teacher_ckpt, teacher)
-    data: dict[str, Any] = copy.deepcopy(TINY)
-    data["teachers"] = {"a": {"checkpoint": str(teacher)}}
-    data["search"]["n_stages"] = [1, 1]
-    space = write_yaml(tmp / "tiny.yaml", data)
-    studies = tmp / "studies"
-    spec = storage_spec(studies, "tiny", None)
-    open_study(load_space(space), SearchOptions(studies_root=studies, space_file=space), spec)
-    assert spec.sqlite_path is not None
-    return teacher, space, studies, spec.sqlite_path
-
-
 def test_study_whose_teacher_pool_changed_is_refused_and_left_intact(
     tmp_path: Path, teacher_ckpt: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    teacher, space, studies, db = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    teacher, space, studies, db = checkpoint_teacher_study(tmp_path, teacher_ckpt)
     before = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").user_attrs
     save_teacher(teacher, fpn_channels=32)  # the same name now holds another model
     line = one_line_error(cli(search_args(space, studies)), capsys.readouterr().err)
@@ -893,7 +765,7 @@ def test_study_whose_teacher_checkpoint_vanished_names_the_file(
     tmp_path: Path, teacher_ckpt: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A moved/deleted teacher file is not "a changed pool": the user is told which file is missing."""
-    teacher, space, studies, db = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    teacher, space, studies, db = checkpoint_teacher_study(tmp_path, teacher_ckpt)
     teacher.unlink()
     teacher.with_name("t.pt.sha256").unlink(missing_ok=True)
     line = one_line_error(cli(search_args(space, studies)), capsys.readouterr().err)
@@ -902,25 +774,9 @@ def test_study_whose_teacher_checkpoint_vanished_names_the_file(
 
 
 # -- 7. NaN / inf loss and out of memory ------------------------------------------------------------------
-class _Broken(feature_registry.FeatureLoss):
-    """Test-only feature loss: returns a non-finite value or raises out-of-memory."""
-
-    def __init__(self, student_channels: int, teacher_channels: int, num_levels: int, *, mode: str = "nan"):
-        super().__init__(student_channels, teacher_channels, num_levels)
-        self.mode = mode
-
-    def compute(
-        self, student: list[torch.Tensor], teacher: list[torch.Tensor], targets: Any, image_size: Any
-    ):
-        if self.mode == "oom":
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
-        bad = float("nan") if self.mode == "nan" else float("inf")
-        return sum(s.mean() for s in student) * 0 + bad
-
-
 @pytest.fixture()
 def broken_loss(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(feature_registry._REGISTRY, "broken_test", (_Broken, {}))
+    monkeypatch.setitem(feature_registry._REGISTRY, "broken_test", (BrokenFeatureLoss, {}))
     return "broken_test"
 
 
@@ -960,8 +816,8 @@ SITECUSTOMIZE = """
 import os
 if os.environ.get("CS_TEST_BROKEN_LOSS"):
     from curriculum_search.distill.feature import _registry as reg
-    from tests.test_bad_input import _Broken
-    reg._REGISTRY.setdefault("broken_test", (_Broken, {"mode": os.environ["CS_TEST_BROKEN_LOSS"]}))
+    from tests.faults import BrokenFeatureLoss
+    reg._REGISTRY.setdefault("broken_test", (BrokenFeatureLoss, {"mode": os.environ["CS_TEST_BROKEN_LOSS"]}))
 """
 
 
@@ -979,7 +835,7 @@ def test_nan_and_oom_trials_are_failed_with_reason_and_the_study_goes_on(
     results = {}
     for mode in ("oom", "nan"):
         monkeypatch.setenv("CS_TEST_BROKEN_LOSS", mode)
-        monkeypatch.setitem(feature_registry._REGISTRY, "broken_test", (_Broken, {"mode": mode}))
+        monkeypatch.setitem(feature_registry._REGISTRY, "broken_test", (BrokenFeatureLoss, {"mode": mode}))
         data: dict[str, Any] = copy.deepcopy(TINY)
         data.update(name=f"broken-{mode}", trials=2)
         data["search"].update(feature_losses=["broken_test"], response=[False])
@@ -1172,7 +1028,7 @@ def _read_only(path: Path) -> Iterator[None]:
 def test_read_only_study_database_is_one_line_and_left_intact(
     tmp_path: Path, teacher_ckpt: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, space, studies, db = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    _, space, studies, db = checkpoint_teacher_study(tmp_path, teacher_ckpt)
     before = db.read_bytes()
     with _read_only(db):
         line = one_line_error(cli(search_args(space, studies)), capsys.readouterr().err)
@@ -1190,7 +1046,7 @@ def test_study_database_out_of_disk_is_one_line_and_nothing_told_is_lost(
     from curriculum_search.search import study as study_mod
     from curriculum_search.search.coordinator import run_search
 
-    _, space, studies, db = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    _, space, studies, db = checkpoint_teacher_study(tmp_path, teacher_ckpt)
     real_open = study_mod.open_storage
 
     def full_disk_storage(spec: Any, **kw: Any) -> Any:

@@ -39,6 +39,7 @@ from curriculum_search.search.encoding import (
     zoo_checkpoint_path,
 )
 from curriculum_search.search.space import SearchSpace, load_space, make_sampler
+from tests.helpers import trial_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -214,34 +215,8 @@ def test_log_grid_is_log_spaced(space: SearchSpace) -> None:
 # -- decoding ----------------------------------------------------------------------------------------
 
 
-def _params(space: SearchSpace, **over: Any) -> dict[str, Any]:
-    base = {
-        "n_stages": 2,
-        "order_key.small": 0.9,
-        "order_key.medium": 0.1,
-        "order_key.pvt": 0.5,
-        "frac.0": 0.2,
-        "frac.1": 0.6,
-        "frac.2": 0.7,
-        "feature_loss": "mgd",
-        "response": True,
-        "pseudo": False,
-        "pseudo_form": "add",
-        "pseudo_gt_fraction": 0.5,
-        "feature_weight": 1.2,
-        "cls_weight": 0.5,
-        "box_weight": 2.0,
-        "temperature": 2.0,
-        "decay": "cosine",
-        "decay_floor": 0.1,
-        "lr": 0.002,
-    }
-    base.update(over)
-    return base
-
-
 def test_decode_by_hand(space: SearchSpace) -> None:
-    choice = decode_params(_params(space), space)
+    choice = decode_params(trial_params(space), space)
     # keys: medium 0.1 < pvt 0.5 < small 0.9; fractions 0.2/0.6 -> 25% / 75% of 300
     assert choice.teachers == ("medium", "pvt")
     assert [s.iterations for s in choice.stages] == [75, 225]
@@ -252,39 +227,39 @@ def test_decode_by_hand(space: SearchSpace) -> None:
 
 
 def test_order_key_ties_break_by_name(space: SearchSpace) -> None:
-    p = _params(
+    p = trial_params(
         space, **{"order_key.small": 0.3, "order_key.medium": 0.3, "order_key.pvt": 0.3, "n_stages": 3}
     )
     assert decode_params(p, space).teachers == ("medium", "pvt", "small")
 
 
 def test_min_stage_fraction_is_enforced(space: SearchSpace) -> None:
-    choice = decode_params(_params(space, **{"frac.0": 0.0, "frac.1": 1.0}), space)
+    choice = decode_params(trial_params(space, **{"frac.0": 0.0, "frac.1": 1.0}), space)
     assert [s.iterations for s in choice.stages] == [45, 255]  # 15% of 300
 
 
 def test_identical_decodes_give_identical_keys(space: SearchSpace) -> None:
-    key = decode_params(_params(space), space).key
-    assert decode_params(_params(space), space).key == key
+    key = decode_params(trial_params(space), space).key
+    assert decode_params(trial_params(space), space).key == key
     # parameters the curriculum does not use do not change the key
-    assert decode_params(_params(space, **{"frac.2": 0.01, "order_key.small": 0.6}), space).key == key
-    no_feat = decode_params(_params(space, feature_loss="none"), space).key
-    assert decode_params(_params(space, feature_loss="none", feature_weight=3.0), space).key == no_feat
-    const = decode_params(_params(space, decay="constant"), space).key
-    assert decode_params(_params(space, decay="constant", decay_floor=0.4), space).key == const
+    assert decode_params(trial_params(space, **{"frac.2": 0.01, "order_key.small": 0.6}), space).key == key
+    no_feat = decode_params(trial_params(space, feature_loss="none"), space).key
+    assert decode_params(trial_params(space, feature_loss="none", feature_weight=3.0), space).key == no_feat
+    const = decode_params(trial_params(space, decay="constant"), space).key
+    assert decode_params(trial_params(space, decay="constant", decay_floor=0.4), space).key == const
     # ... used ones do
-    assert decode_params(_params(space, feature_weight=1.3), space).key != key
-    assert decode_params(_params(space, **{"frac.0": 0.3}), space).key != key
-    assert decode_params(_params(space, **{"order_key.small": 0.3}), space).key != key
+    assert decode_params(trial_params(space, feature_weight=1.3), space).key != key
+    assert decode_params(trial_params(space, **{"frac.0": 0.3}), space).key != key
+    assert decode_params(trial_params(space, **{"order_key.small": 0.3}), space).key != key
 
 
 def test_decode_rejects_missing_or_out_of_range(space: SearchSpace) -> None:
-    p = _params(space)
+    p = trial_params(space)
     del p["lr"]
     with pytest.raises(ValueError, match="missing curriculum parameter 'lr'"):
         decode_params(p, space)
     with pytest.raises(ValueError, match="n_stages=4"):
-        decode_params(_params(space, n_stages=4), space)
+        decode_params(trial_params(space, n_stages=4), space)
 
 
 # -- encoding round trip ----------------------------------------------------------------------------
@@ -347,9 +322,9 @@ def test_no_kd_curricula_decode_to_the_student_only_curriculum(space: SearchSpac
     baseline = student_only_choice(space)
     no_kd = {"feature_loss": "none", "response": False, "pseudo": False, "lr": baseline.lr}
     variants = [
-        _params(space, **no_kd),
-        _params(space, **no_kd, n_stages=3, decay="step", feature_weight=3.0, **{"frac.1": 0.1}),
-        _params(space, **no_kd, n_stages=1, **{"order_key.small": 0.0}),
+        trial_params(space, **no_kd),
+        trial_params(space, **no_kd, n_stages=3, decay="step", feature_weight=3.0, **{"frac.1": 0.1}),
+        trial_params(space, **no_kd, n_stages=1, **{"order_key.small": 0.0}),
     ]
     for p in variants:
         choice = decode_params(p, space)
@@ -358,16 +333,16 @@ def test_no_kd_curricula_decode_to_the_student_only_curriculum(space: SearchSpac
         assert choice.describe() == baseline.describe() == "student only | lr 1.6e-3"
         assert proxy_cost(choice, {"small": 5.0, "medium": 9.0, "pvt": 7.0}, 1.0) == 300.0
     # a tuned LR stays a different (canonical student-only) run
-    tuned = decode_params(_params(space, **{**no_kd, "lr": 0.005}), space)
+    tuned = decode_params(trial_params(space, **{**no_kd, "lr": 0.005}), space)
     assert tuned.is_student_only and tuned.lr == 0.005 and tuned.key != baseline.key
-    assert tuned == decode_params(_params(space, **{**no_kd, "lr": 0.005}, n_stages=3), space)
+    assert tuned == decode_params(trial_params(space, **{**no_kd, "lr": 0.005}, n_stages=3), space)
     # any KD term keeps the teachers
     for kd in ({"pseudo": True}, {"response": True}, {"feature_loss": "mse"}):
-        assert decode_params(_params(space, **{**no_kd, **kd}), space).teachers == ("medium", "pvt")
+        assert decode_params(trial_params(space, **{**no_kd, **kd}), space).teachers == ("medium", "pvt")
 
 
 def test_choice_dict_round_trip(space: SearchSpace) -> None:
-    choice = decode_params(_params(space), space)
+    choice = decode_params(trial_params(space), space)
     again = choice_from_dict(choice.as_dict())
     assert again == choice and again.key == choice.key
     tampered = {**choice.as_dict(), "lr": 0.003}
@@ -379,7 +354,7 @@ def test_choice_dict_round_trip(space: SearchSpace) -> None:
 
 
 def test_to_stages_for_another_budget(space: SearchSpace) -> None:
-    choice = decode_params(_params(space), space)
+    choice = decode_params(trial_params(space), space)
     stages = choice.to_stages(1201)
     assert [s.iterations for s in stages] == [300, 901]
     assert [s.teachers for s in stages] == [("medium",), ("pvt",)]
@@ -393,7 +368,7 @@ def test_to_stages_for_another_budget(space: SearchSpace) -> None:
 
 
 def test_build_recipe_proxy_and_full(space: SearchSpace, tmp_path: Path) -> None:
-    choice = decode_params(_params(space), space)
+    choice = decode_params(trial_params(space), space)
     proxy = build_recipe(
         space, choice, iterations=space.proxy.iterations, proxy=True, seed=3, studies_root=tmp_path
     )
@@ -417,12 +392,14 @@ def test_proxy_image_size_applies_to_student(space: SearchSpace) -> None:
     import dataclasses
 
     small = dataclasses.replace(space, proxy=dataclasses.replace(space.proxy, image_size=96))
-    recipe = build_recipe(small, decode_params(_params(space), space), iterations=300, proxy=True, seed=0)
+    recipe = build_recipe(
+        small, decode_params(trial_params(space), space), iterations=300, proxy=True, seed=0
+    )
     assert recipe.data.image_size == 96 and recipe.student.image_size == 96
 
 
 def test_proxy_cost_by_hand(space: SearchSpace) -> None:
-    choice = decode_params(_params(space), space)  # medium 75 it, pvt 225 it
+    choice = decode_params(trial_params(space), space)  # medium 75 it, pvt 225 it
     cost = proxy_cost(choice, {"medium": 2.0, "pvt": 3.0, "small": 1.0}, 0.5)
     assert cost == pytest.approx(75 * 2.5 + 225 * 3.5)
     assert proxy_cost(student_only_choice(space), {}, 0.5) == pytest.approx(150.0)

@@ -4,13 +4,11 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from pycocotools.coco import COCO
-from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 
 from curriculum_search.engine.evaluate import (
     EvalResult,
@@ -19,100 +17,7 @@ from curriculum_search.engine.evaluate import (
     evaluate_detections,
 )
 from curriculum_search.errors import UserError
-
-SIZE = 64  # square input size S
-LABEL_TO_CAT = {1: 3, 2: 7}  # non-contiguous category ids
-CAT_TO_LABEL = {c: lab for lab, c in LABEL_TO_CAT.items()}
-
-# (id, width, height) and annotations (image_id, category_id, [x, y, w, h]) in original pixels;
-# no box touches the right/bottom border, so a shifted box is never clipped.
-IMAGES = [(11, 200, 100), (12, 150, 150), (13, 60, 80), (14, 100, 100)]
-ANNOTATIONS = [
-    (11, 3, [20.0, 10.0, 40.0, 30.0]),
-    (11, 7, [100.0, 40.0, 50.0, 40.0]),
-    (12, 7, [30.0, 30.0, 60.0, 50.0]),
-    (13, 3, [5.0, 10.0, 20.0, 30.0]),
-    (13, 3, [30.0, 40.0, 15.0, 20.0]),
-    (14, 7, [10.0, 10.0, 30.0, 30.0]),  # image 14 is the unlabeled one in `dataset_with_unlabeled`
-]
-
-
-@pytest.fixture
-def coco(tmp_path: Path) -> COCO:
-    gt = {
-        "images": [{"id": i, "width": w, "height": h, "file_name": f"{i}.png"} for i, w, h in IMAGES],
-        "categories": [{"id": 3, "name": "circle"}, {"id": 7, "name": "square"}],
-        "annotations": [
-            {"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
-            for k, (i, c, b) in enumerate(ANNOTATIONS)
-        ],
-    }
-    path = tmp_path / "gt.json"
-    path.write_text(json.dumps(gt))
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
-
-
-class FakeDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
-    """Follows the dataset contract; pixel (0, 0, 0) of each image holds its index."""
-
-    def __init__(self, coco: COCO, labeled: dict[int, bool]) -> None:
-        self.coco = coco
-        self.label_to_cat_id = dict(LABEL_TO_CAT)
-        self.items: list[tuple[Tensor, dict[str, Any]]] = []
-        for image_id, w, h in IMAGES:
-            if image_id not in labeled:
-                continue
-            scale = SIZE / max(w, h)  # letterbox: top-left, scale != 1
-            anns = [(c, b) for i, c, b in ANNOTATIONS if i == image_id] if labeled[image_id] else []
-            boxes = torch.tensor([[x, y, x + bw, y + bh] for _, (x, y, bw, bh) in anns]).reshape(-1, 4)
-            image = torch.zeros(3, SIZE, SIZE)
-            image[0, 0, 0] = len(self.items)
-            target = {
-                "boxes": (boxes * scale).float(),
-                "labels": torch.tensor([CAT_TO_LABEL[c] for c, _ in anns], dtype=torch.int64),
-                "image_id": image_id,
-                "index": len(self.items),
-                "variant": 0,
-                "scale": scale,
-                "orig_size": (h, w),
-                "labeled": labeled[image_id],
-            }
-            self.items.append((image, target))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
-        return self.items[index]
-
-
-class FakeModel(nn.Module):
-    """``detect`` answers the ground truth of each image, shifted right by ``shift`` box widths."""
-
-    def __init__(self, dataset: FakeDataset, shift: float = 0.0, empty: bool = False) -> None:
-        super().__init__()
-        self.dataset = dataset
-        self.shift = shift
-        self.empty = empty
-        self.conv = nn.Conv2d(3, 4, 1)
-        self.seen: list[int] = []
-        self.modes: list[tuple[bool, bool]] = []  # (training, inference mode) at each call
-
-    def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
-        self.modes.append((self.training or self.conv.training, torch.is_inference_mode_enabled()))
-        out = []
-        for image in images:
-            index = int(image[0, 0, 0])
-            self.seen.append(index)
-            target = self.dataset[index][1]
-            boxes = target["boxes"].clone()
-            width = boxes[:, 2] - boxes[:, 0]
-            boxes[:, 0] += self.shift * width
-            boxes[:, 2] += self.shift * width
-            n = 0 if self.empty else len(boxes)
-            out.append({"boxes": boxes[:n], "scores": torch.ones(n), "labels": target["labels"][:n]})
-        return out
+from tests.helpers import ANNOTATIONS, LABEL_TO_CAT, FakeDataset, FakeModel
 
 
 @pytest.fixture

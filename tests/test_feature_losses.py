@@ -21,6 +21,7 @@ from curriculum_search.distill.feature import (
     list_feature_losses,
     nearest_levels,
 )
+from tests.helpers import set_identity_generator
 
 torch.set_num_threads(1)
 
@@ -53,24 +54,6 @@ def build(name: str, cs: int = 8, ct: int = 8, levels: int = len(SIZES), **param
     if name == "mgd":
         params.setdefault("seed", 0)
     return build_feature_loss(name, cs, ct, levels, **params)
-
-
-def set_identity_generator(loss: MGDLoss) -> None:
-    """Test-only: make every MGD generator the identity on non-negative inputs.
-
-    conv3×3 → ReLU → conv3×3 with a centre-tap identity kernel and zero bias maps x ≥ 0 to x
-    exactly, so with no masking (λ = 0) a student equal to its teacher must give loss 0.
-    """
-    for seq in loss.generation:
-        assert isinstance(seq, nn.Sequential)
-        for conv in (seq[0], seq[2]):
-            assert isinstance(conv, nn.Conv2d)
-            assert conv.bias is not None
-            with torch.no_grad():
-                conv.weight.zero_()
-                conv.bias.zero_()
-                for c in range(conv.out_channels):
-                    conv.weight[c, c, 1, 1] = 1.0
 
 
 # ---------------------------------------------------------------- (1) student == teacher gives ~0

@@ -31,10 +31,17 @@ from curriculum_search.search.storage import (
     study_lock,
 )
 from curriculum_search.utils.io import atomic_write_text, dump_yaml
-from tests.test_bad_input import teacher_ckpt as teacher_ckpt  # fixture
-from tests.test_postgres import _free_port, postgres_server
-from tests.test_postgres import postgres_url as postgres_url  # fixture
-from tests.test_search import write_space
+from tests.helpers import (
+    checkpoint_teacher_study,
+    free_port,
+    one_line_error,
+    opts,
+    postgres_server,
+    recipe_dict,
+    run_options,
+    write_space,
+    write_yaml,
+)
 
 
 # -- 10. small ones -------------------------------------------------------------------------------
@@ -215,7 +222,7 @@ def test_streamlit_run_from_another_folder_listens_on_loopback_only(tmp_path: Pa
     from curriculum_search.dashboard import is_loopback
 
     path = Path(__file__).resolve().parent.parent / script
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HOME": str(tmp_path)}
     proc = subprocess.Popen(
         [
@@ -263,13 +270,12 @@ def test_a_server_listening_beyond_loopback_shows_nothing_to_other_machines() ->
 def test_dashboard_command_needs_expose_for_a_reachable_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from curriculum_search import commands
+    from curriculum_search import cli as cli_module
     from curriculum_search.cli import main as cli
     from curriculum_search.dashboard import parse_app_args
-    from tests.test_bad_input import one_line_error
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(commands.subprocess, "call", lambda cmd, *a, **k: seen.append(cmd) or 0)
+    monkeypatch.setattr(cli_module.subprocess, "call", lambda cmd, *a, **k: seen.append(cmd) or 0)
     line = one_line_error(
         cli(["dashboard", "--host", "0.0.0.0", "--studies-dir", str(tmp_path)]), capsys.readouterr().err
     )
@@ -337,7 +343,6 @@ def test_a_second_run_of_a_study_refuses_at_once_naming_the_holder(
     lived in the studies folder, so `--storage sqlite:///X` from two folders gave two coordinators).
     The refusal comes before any work (no zoo teacher trained)."""
     from curriculum_search.cli import main as cli
-    from tests.test_bad_input import one_line_error
 
     space = write_space(tmp_path)
     db = tmp_path / "shared" / "tiny.db"
@@ -421,9 +426,7 @@ def test_zoo_builds_lock_each_teacher(tmp_path: Path, monkeypatch: pytest.Monkey
 
 # -- 4 (and issue 12 point 9). the study keeps what decides its results ---------------------------------
 def _study(tmp_path: Path, teacher_ckpt: Path) -> tuple[Path, Path]:
-    from tests.test_bad_input import _checkpoint_teacher_study
-
-    _, space, studies, _ = _checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    _, space, studies, _ = checkpoint_teacher_study(tmp_path, teacher_ckpt)
     return space, studies
 
 
@@ -490,7 +493,6 @@ def test_a_changed_space_is_one_line_for_search_and_select(
 ) -> None:
     """`select` trains what the search scored: it refuses a changed space file too."""
     from curriculum_search.cli import main as cli
-    from tests.test_bad_input import one_line_error
 
     space, studies = _study(tmp_path, teacher_ckpt)
     _edit(space, proxy__iterations=12)
@@ -526,7 +528,6 @@ def test_a_foreign_optuna_study_of_the_same_name_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from curriculum_search.cli import main as cli
-    from tests.test_bad_input import one_line_error
 
     db = tmp_path / "studies" / "tiny" / "study.db"
     db.parent.mkdir(parents=True)
@@ -562,8 +563,6 @@ def test_a_study_interrupted_while_being_created_is_set_up_again(tmp_path: Path,
 
 # -- 1. a fault that hits every trial does not burn the study ---------------------------------------------
 def _search_opts(studies: Path, space: Path, **kw: Any) -> Any:
-    from tests.test_search import opts
-
     return opts(studies, space, **kw)
 
 
@@ -716,7 +715,6 @@ def test_history_has_no_duplicate_rows_after_a_resume(tmp_path: Path, teacher_ck
     again; ``history.jsonl`` holds each evaluation once, as an uninterrupted run's does."""
     from curriculum_search.curriculum.recipe import load_recipe
     from curriculum_search.curriculum.trainer import run_recipe
-    from tests.test_bad_input import recipe_dict, run_options, write_yaml
 
     data = recipe_dict(teacher_ckpt)
     data["stages"][0]["iterations"] = 5
@@ -919,7 +917,7 @@ def test_a_retry_never_shares_the_run_folder_of_a_running_original(
 def test_race_runs_stopped_with_their_coordinator_never_count_as_failed(tmp_path: Path) -> None:
     """Three `run`s stopped during the race (kill -9, Ctrl+C) failed the incumbent's run ("a run
     of the incumbent failed"): only the run process SIGKILLed alone (OOM killer) counts."""
-    from curriculum_search.search.selection import MAX_INTERRUPTIONS, _recover, race_results
+    from curriculum_search.search.race_runs import MAX_INTERRUPTIONS, _recover, race_results
 
     study = optuna.create_study(study_name="s:selection", storage=f"sqlite:///{tmp_path / 's.db'}")
     attrs = {"arm_key": "a", "iterations": 100, "seed": 0}

@@ -28,17 +28,15 @@ from curriculum_search.search.encoding import suggest_curriculum
 from curriculum_search.search.space import load_space
 from curriculum_search.search.storage import open_storage, storage_spec
 from curriculum_search.utils.config import to_dict
-from tests.helpers import write_space
-from tests.test_bad_input import (
+from tests.helpers import (
     coco_data,
     copy_coco,
     one_line_error,
     recipe_dict,
     train_args,
+    write_space,
     write_yaml,
 )
-from tests.test_bad_input import coco_src as coco_src  # fixture
-from tests.test_bad_input import teacher_ckpt as teacher_ckpt  # fixture
 
 PACKAGE = Path(__file__).resolve().parent.parent / "curriculum_search"
 
@@ -264,7 +262,7 @@ def test_study_name_from_space_file_cannot_be_a_path(
 def test_dashboard_binds_to_localhost_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     args = build_parser().parse_args(["dashboard"])
     assert args.host == "127.0.0.1"
-    from curriculum_search import commands
+    from curriculum_search import cli as cli_module
 
     seen: list[list[str]] = []
 
@@ -272,7 +270,7 @@ def test_dashboard_binds_to_localhost_by_default(monkeypatch: pytest.MonkeyPatch
         seen.append(cmd)
         return 0
 
-    monkeypatch.setattr(commands.subprocess, "call", call)
+    monkeypatch.setattr(cli_module.subprocess, "call", call)
     assert cli(["dashboard", "--studies-dir", str(tmp_path)]) == 0
     (cmd,) = seen
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"

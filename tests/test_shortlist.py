@@ -13,7 +13,8 @@ from optuna.distributions import FloatDistribution
 from curriculum_search.search import attrs as A
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import choice_from_settings
-from curriculum_search.search.selection import _student_alone_key, decision_lines, shortlist
+from curriculum_search.search.race_report import _student_alone_key, decision_lines
+from curriculum_search.search.selection import shortlist
 from curriculum_search.search.space import space_from_dict
 from tests.helpers import TINY
 

@@ -18,12 +18,19 @@ import yaml
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import encode_curriculum
 from curriculum_search.search.space import SearchSpace, load_space
-from tests.test_evaluate import FakeDataset, FakeModel, coco  # noqa: F401  (coco: the fixture)
-from tests.test_trainer import teacher_ckpt  # noqa: F401  (the fixture)
+from tests.helpers import (
+    FakeDataset,
+    FakeModel,
+    cached_run_options,
+    set_identity_generator,
+    trial_params,
+    two_teacher_recipe,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 REPO = Path(__file__).resolve().parents[1]
+TEACHER_BACKBONE = "resnet10t"  # of the `teacher_ckpt` fixture (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +166,7 @@ class _OwnLabelSpace(torch.nn.Module):
         return out
 
 
-def test_superset_subset_and_reordered_teachers_get_correct_ap_and_ranking(coco: Any) -> None:  # noqa: F811
+def test_superset_subset_and_reordered_teachers_get_correct_ap_and_ranking(coco: Any) -> None:
     from curriculum_search.engine.evaluate import evaluate
     from curriculum_search.search.baselines import rank_teachers
     from curriculum_search.search.zoo import teacher_label_map
@@ -270,7 +277,6 @@ def _wide2(maps: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def _loss(name: str, channels: int, detector: str, normalize: bool) -> Any:
     from curriculum_search.distill.feature import build_feature_loss
-    from tests.test_feature_losses import set_identity_generator
 
     torch.manual_seed(0)
     extra: dict[str, Any] = {"lambda_mgd": 0.0, "seed": 0} if name == "mgd" else {}
@@ -496,9 +502,9 @@ def test_the_heuristic_baseline_keeps_the_whole_order(space: SearchSpace) -> Non
 
 
 def _two_step_params(space: SearchSpace, **over: Any) -> dict[str, Any]:
-    from tests.test_encoding import _params
-
-    return _params(space, **{"pseudo": True, "pseudo_form": "two_step", "pseudo_gt_fraction": 0.2, **over})
+    return trial_params(
+        space, **{"pseudo": True, "pseudo_form": "two_step", "pseudo_gt_fraction": 0.2, **over}
+    )
 
 
 def test_two_step_pseudo_labels_decode_to_a_fused_stage_then_a_ground_truth_finetune(
@@ -576,10 +582,9 @@ def test_two_step_needs_pseudo_labels_on(tmp_path: Path) -> None:
         load_space(path)
 
 
-def test_a_decoded_two_step_curriculum_trains(tmp_path: Path, teacher_ckpt: Path) -> None:  # noqa: F811
+def test_a_decoded_two_step_curriculum_trains(tmp_path: Path, teacher_ckpt: Path) -> None:
     from curriculum_search.curriculum.trainer import run_recipe
     from curriculum_search.search.encoding import CurriculumChoice, PseudoSteps
-    from tests.test_trainer import _options, _recipe
 
     choice = CurriculumChoice(
         stages=(),
@@ -587,12 +592,14 @@ def test_a_decoded_two_step_curriculum_trains(tmp_path: Path, teacher_ckpt: Path
         pseudo=True,
         pseudo_steps=PseudoSteps(("a", "b"), 4, 2, 0.5),
     )
-    res = run_recipe(_recipe(teacher_ckpt, choice.to_stages()), _options(tmp_path, "two_step"))
+    res = run_recipe(
+        two_teacher_recipe(teacher_ckpt, choice.to_stages()), cached_run_options(tmp_path, "two_step")
+    )
     assert res.metrics.num_images > 0
 
 
 def test_the_dashboard_shows_the_two_steps(space: SearchSpace) -> None:
-    from curriculum_search.dashboard.data import _stages_of
+    from curriculum_search.dashboard.study_frames import _stages_of
     from curriculum_search.search.encoding import decode_params
 
     choice = decode_params(_two_step_params(space), space)

@@ -27,9 +27,7 @@ from curriculum_search.models import load_checkpoint
 from curriculum_search.search.service import enqueue_baselines, recover_interrupted
 from curriculum_search.search.space import load_space
 from curriculum_search.search.storage import open_storage, storage_spec
-from tests.helpers import opts, write_space
-from tests.test_bad_input import recipe_dict, run_options, write_yaml
-from tests.test_bad_input import teacher_ckpt as teacher_ckpt  # fixture
+from tests.helpers import opts, recipe_dict, run_options, write_space, write_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,6 @@ import torch
 import yaml
 
 from curriculum_search.curriculum.recipe import (
-    DataConfig,
     FeatureKD,
     PseudoLabelKD,
     Recipe,
@@ -23,61 +22,12 @@ from curriculum_search.curriculum.recipe import (
     load_recipe,
     save_recipe,
 )
-from curriculum_search.curriculum.trainer import RunOptions, run_recipe
-from curriculum_search.data import SyntheticConfig
-from curriculum_search.distill.cache import CacheConfig
+from curriculum_search.curriculum.trainer import run_recipe
 from curriculum_search.errors import ConfigError
-from curriculum_search.models import DetectorSpec, build_detector, load_detector, save_detector
+from curriculum_search.models import build_detector, load_detector, save_detector
+from tests.helpers import SYN, cached_run_options, fcos_spec, two_teacher_recipe
 
-SYN = SyntheticConfig(num_train=32, num_val=8, num_unlabeled=4, image_size=64, seed=5)
-CLASSES = tuple(SYN.classes)
-
-
-def _spec(backbone: str = "mobilenetv3_small_050", **kw) -> DetectorSpec:
-    return DetectorSpec(
-        arch="fcos",
-        backbone=backbone,
-        num_classes=len(CLASSES),
-        class_names=CLASSES,
-        fpn_channels=16,
-        image_size=64,
-        head_convs=1,
-        **kw,
-    )
-
-
-@pytest.fixture(scope="module")
-def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    save_detector(path, build_detector(_spec("resnet10t")))
-    return path
-
-
-def _recipe(teacher: Path, stages: tuple[Stage, ...], **train_kw) -> Recipe:
-    train = dict(batch_size=4, lr=2e-3, warmup_iterations=2, checkpoint_every=2, eval_every=0)
-    train.update(train_kw)
-    return Recipe(
-        name="t",
-        student=_spec(),
-        data=DataConfig(kind="synthetic", synthetic=SYN, image_size=64),
-        teachers={"a": TeacherRef(checkpoint=str(teacher)), "b": TeacherRef(checkpoint=str(teacher))},
-        stages=stages,
-        train=TrainConfig(**train),
-        seed=1,
-    )
-
-
-def _options(tmp: Path, out: str, cache_root: Path | None = None, **kw) -> RunOptions:
-    cache = CacheConfig(root=(cache_root or tmp / "cache") / "teachers")
-    return RunOptions(
-        out_dir=tmp / out,
-        cache_root=cache_root or tmp / "cache",
-        base_dir=tmp,
-        cache=cache,
-        progress=False,
-        **kw,
-    )
+TEACHER_BACKBONE = "resnet10t"  # of the `teacher_ckpt` fixture (conftest.py)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -85,9 +35,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_supervised_training_lowers_the_loss(tmp_path: Path, teacher_ckpt: Path):
-    recipe = _recipe(teacher_ckpt, (Stage(iterations=40),), lr=3e-3, checkpoint_every=0)
+    recipe = two_teacher_recipe(teacher_ckpt, (Stage(iterations=40),), lr=3e-3, checkpoint_every=0)
     seen: list[float] = []
-    opts = _options(tmp_path, "sup")
+    opts = cached_run_options(tmp_path, "sup")
     import curriculum_search.curriculum.trainer as tr
 
     orig = tr.TrainStep.forward
@@ -108,7 +58,7 @@ def test_supervised_training_lowers_the_loss(tmp_path: Path, teacher_ckpt: Path)
 
 
 def _two_stage(teacher: Path) -> Recipe:
-    return _recipe(
+    return two_teacher_recipe(
         teacher,
         (
             Stage(teachers=("a",), iterations=5, feature=FeatureKD("mgd"), response=ResponseKD()),
@@ -119,7 +69,7 @@ def _two_stage(teacher: Path) -> Recipe:
 
 def test_two_stage_curriculum_resumes_identically_after_interruption(tmp_path: Path, teacher_ckpt: Path):
     recipe = _two_stage(teacher_ckpt)
-    full = run_recipe(recipe, _options(tmp_path, "full"))
+    full = run_recipe(recipe, cached_run_options(tmp_path, "full"))
 
     class Stop(Exception):
         pass
@@ -130,14 +80,14 @@ def test_two_stage_curriculum_resumes_identically_after_interruption(tmp_path: P
 
     interrupted = recipe.replace(train=recipe.train.__class__(**{**recipe.train.__dict__, "eval_every": 7}))
     with pytest.raises(Stop):
-        run_recipe(interrupted, _options(tmp_path, "part", callbacks=[stop_at_7]))
+        run_recipe(interrupted, cached_run_options(tmp_path, "part", callbacks=[stop_at_7]))
     assert (tmp_path / "part" / "stage1.pt").exists() and not (tmp_path / "part" / "student.pt").exists()
     # a process killed inside a checkpoint write leaves its temp file; a fresh one may be a live write
     stale, fresh = (tmp_path / "part" / "checkpoints" / f".last.pt.{x}.tmp" for x in ("a1", "b2"))
     stale.write_bytes(b"half a checkpoint")
     fresh.write_bytes(b"being written")
     os.utime(stale, (time.time() - 3600,) * 2)
-    resumed = run_recipe(interrupted, _options(tmp_path, "part"))
+    resumed = run_recipe(interrupted, cached_run_options(tmp_path, "part"))
     assert not stale.exists() and fresh.exists()
     assert resumed.resumed_from == 5  # last checkpoint: end of stage 1 (stage 2 eval at 7 came first)
     a, b = _weights(full.student_path), _weights(resumed.student_path)
@@ -148,18 +98,18 @@ def test_two_stage_curriculum_resumes_identically_after_interruption(tmp_path: P
 
 
 def test_teacher_cache_removes_teacher_forwards_on_a_second_run(tmp_path: Path, teacher_ckpt: Path):
-    recipe = _recipe(
+    recipe = two_teacher_recipe(
         teacher_ckpt,
         (Stage(teachers=("a",), iterations=16, feature=FeatureKD("mse"), response=ResponseKD()),),
     )
-    first = run_recipe(recipe, _options(tmp_path, "one"))
+    first = run_recipe(recipe, cached_run_options(tmp_path, "one"))
     assert first.teacher_forwards > 0
-    second = run_recipe(recipe, _options(tmp_path, "two"))
+    second = run_recipe(recipe, cached_run_options(tmp_path, "two"))
     assert second.teacher_forwards == 0
 
 
 def test_pseudo_label_stage_then_ground_truth_finetune(tmp_path: Path, teacher_ckpt: Path):
-    recipe = _recipe(
+    recipe = two_teacher_recipe(
         teacher_ckpt,
         (
             Stage(
@@ -170,7 +120,7 @@ def test_pseudo_label_stage_then_ground_truth_finetune(tmp_path: Path, teacher_c
             Stage(iterations=3, gt_fraction=0.5),
         ),
     )
-    res = run_recipe(recipe, _options(tmp_path, "pl"))
+    res = run_recipe(recipe, cached_run_options(tmp_path, "pl"))
     assert res.metrics.num_images == SYN.num_val
 
 
@@ -194,11 +144,11 @@ def test_recipe_yaml_round_trip_and_errors(tmp_path: Path, teacher_ckpt: Path):
 
 def test_head_kd_between_incompatible_heads_is_refused(tmp_path: Path, teacher_ckpt: Path):
     other = tmp_path / "retina.pt"
-    save_detector(other, build_detector(_spec("resnet10t").with_updates(arch="retinanet")))
-    recipe = _recipe(teacher_ckpt, (Stage(teachers=("a",), iterations=2, response=ResponseKD()),))
+    save_detector(other, build_detector(fcos_spec("resnet10t").with_updates(arch="retinanet")))
+    recipe = two_teacher_recipe(teacher_ckpt, (Stage(teachers=("a",), iterations=2, response=ResponseKD()),))
     recipe = recipe.replace(teachers={"a": TeacherRef(checkpoint=str(other))})
     with pytest.raises(ConfigError, match=r"stages\[0\]\.response: head KD needs teacher 'a'"):
-        run_recipe(recipe, _options(tmp_path, "x"))
+        run_recipe(recipe, cached_run_options(tmp_path, "x"))
 
 
 def test_without_a_progress_bar_progress_is_logged_as_lines(
@@ -209,7 +159,7 @@ def test_without_a_progress_bar_progress_is_logged_as_lines(
 
     monkeypatch.setattr(trainer_mod, "LOG_EVERY_S", 0.0)
     with caplog.at_level("INFO", logger=trainer_mod.__name__):
-        run_recipe(_two_stage(teacher_ckpt), _options(tmp_path, "logged"))
+        run_recipe(_two_stage(teacher_ckpt), cached_run_options(tmp_path, "logged"))
     lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
     assert lines[0].startswith("t: iteration 1/9 (stage 1/2), loss ")
     assert lines[-1].startswith("t: iteration 9/9 (stage 2/2), loss ")
@@ -219,7 +169,7 @@ def test_cli_shows_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch):
     import argparse
     import io
 
-    from curriculum_search.commands import progress_bars
+    from curriculum_search.cli import progress_bars
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -239,7 +189,7 @@ def test_history_logs_each_kd_term_next_to_the_detection_loss(tmp_path: Path, te
     recipe = _two_stage(teacher_ckpt).replace(
         train=TrainConfig(batch_size=4, lr=2e-3, warmup_iterations=2, checkpoint_every=2, eval_every=3)
     )
-    run_recipe(recipe, _options(tmp_path, "h"))
+    run_recipe(recipe, cached_run_options(tmp_path, "h"))
     rows = [json.loads(line) for line in (tmp_path / "h" / "history.jsonl").read_text().splitlines()]
     # evaluations at 3 and 6, the end of stage 1 at 5, the final evaluation at 9
     assert [(r["iteration"], r["stage"], r.get("stage_end", False)) for r in rows] == [

@@ -1,8 +1,10 @@
 """Streamlit dashboard: studies, curricula, trials, baselines and the full run.
 
 ``streamlit run app.py`` (from a checkout) or ``python -m curriculum_search dashboard`` (which
-runs :func:`dashboard_command`). Modules: :mod:`.data` (read-only loading into pandas),
-:mod:`.charts` (pure plotly figures), :mod:`.pages` (Streamlit rendering). Arguments for the app go
+runs :func:`dashboard_command`). Modules: :mod:`.data` (read-only loading into pandas; by job
+:mod:`.sources`, :mod:`.study_frames`, :mod:`.run_files`), :mod:`.charts` (pure plotly figures;
+with :mod:`.curriculum_charts`, :mod:`.param_charts`, :mod:`.chart_style`), :mod:`.pages`
+(Streamlit rendering; with :mod:`.cached`, :mod:`.study_pages`). Arguments for the app go
 after ``--``: ``streamlit run app.py -- --studies-dir DIR --storage URL [--storage URL2]``.
 """
 

@@ -1,0 +1,149 @@
+"""The race's arms, from the finished trials of a search: the best baseline (the incumbent), the
+best distinct searched curricula by a noise-aware proxy score (the challengers), the incumbent at
+the best challenger's learning rate, the student alone (the reference); and the race's budgets and
+seeds. See :mod:`curriculum_search.search.selection` for the whole stage."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from curriculum_search.errors import StudyError
+from curriculum_search.search import attrs as A
+from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
+from curriculum_search.search.encoding import CurriculumChoice, choice_from_dict
+from curriculum_search.search.race import Arm, RaceSettings
+from curriculum_search.search.space import SearchSpace, SelectionConfig
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An arm of the race and the curriculum it trains."""
+
+    arm: Arm
+    choice: CurriculumChoice
+
+
+# -- the shortlist ---------------------------------------------------------------------------------
+def proxy_score(trial: FrozenTrial) -> float:
+    """Noise-aware proxy score of a finished trial.
+
+    The mean of its final AP (already the mean over ``proxy.seeds``) and its last evaluation in
+    the second half of its last stage, when there is one: two evaluations of nearby student
+    states average out part of the evaluation noise, and an evaluation right after a stage switch
+    (where AdamW restarts and the curve dips) is never used.
+    """
+    assert trial.value is not None
+    values = [float(trial.value)]
+    bounds = trial.user_attrs.get(A.STAGE_BOUNDARIES) or []
+    if len(bounds) >= 2 and trial.intermediate_values:
+        start, end = bounds[-2], bounds[-1]
+        tail = [s for s in trial.intermediate_values if start + (end - start) / 2 <= s < end]
+        if tail:
+            values.append(float(trial.intermediate_values[max(tail)]))
+    return sum(values) / len(values)
+
+
+def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> list[Candidate]:
+    """The race's arms, from the finished trials of the search study.
+
+    The incumbent is the baseline with the best proxy score; the challengers the
+    ``cfg.shortlist`` best distinct searched curricula (none equal to a baseline); with
+    ``cfg.lr_matched`` also the incumbent at the best challenger's learning rate; the references
+    are the student alone at the incumbent's learning rate and (``cfg.lr_matched``) at the best
+    challenger's.
+
+    Raises:
+        StudyError: no baseline has finished yet.
+    """
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if A.CURRICULUM in t.user_attrs and t.value is not None
+    ]
+    by_key: dict[str, FrozenTrial] = {}
+    for t in sorted(done, key=lambda t: t.number):
+        key = t.user_attrs.get(A.CURRICULUM_KEY) or choice_from_dict(t.user_attrs[A.CURRICULUM]).key
+        prev = by_key.get(key)
+        if prev is None or (t.user_attrs.get(A.BASELINE) and not prev.user_attrs.get(A.BASELINE)):
+            by_key[key] = t  # a baseline keeps its label when a searched trial repeats it
+    baselines = {k: t for k, t in by_key.items() if t.user_attrs.get(A.BASELINE)}
+    if not baselines:
+        raise StudyError(f"study {study.study_name!r}: no baseline has finished; run the search first")
+    scores = {k: proxy_score(t) for k, t in by_key.items()}
+    inc_key = max(baselines, key=lambda k: (scores[k], -baselines[k].number))
+    inc_trial = baselines[inc_key]
+    incumbent = Candidate(
+        Arm(
+            inc_key,
+            str(inc_trial.user_attrs[A.BASELINE]),
+            "incumbent",
+            baseline=str(inc_trial.user_attrs[A.BASELINE]),
+            source_trial=inc_trial.number,
+            proxy_score=scores[inc_key],
+        ),
+        choice_from_dict(inc_trial.user_attrs[A.CURRICULUM]),
+    )
+    searched = sorted(
+        (k for k in by_key if k not in baselines), key=lambda k: (-scores[k], by_key[k].number)
+    )[: cfg.shortlist]
+    out = [incumbent]
+    for k in searched:
+        t = by_key[k]
+        out.append(
+            Candidate(
+                Arm(k, f"trial #{t.number}", "challenger", source_trial=t.number, proxy_score=scores[k]),
+                choice_from_dict(t.user_attrs[A.CURRICULUM]),
+            )
+        )
+    if cfg.lr_matched and searched:
+        lr = out[1].choice.lr
+        if abs(lr / incumbent.choice.lr - 1) > 1e-3:
+            matched = dataclasses.replace(incumbent.choice, lr=lr)
+            out.append(
+                Candidate(
+                    Arm(
+                        matched.key,
+                        f"{incumbent.arm.label} @ lr {lr:.3g}",
+                        "challenger",
+                        baseline=incumbent.arm.baseline,
+                        source_trial=incumbent.arm.source_trial,
+                    ),
+                    matched,
+                )
+            )
+    # the student alone at the incumbent's learning rate and (lr_matched) the best challenger's:
+    # "what distillation buys" compares the shipped student with the student alone at the shipped
+    # student's own learning rate (another challenger that wins is reported with a note)
+    sb = next((t for k, t in baselines.items() if t.user_attrs.get(A.BASELINE) == STUDENT_ONLY), None)
+    rates = [incumbent.choice.lr] + ([out[1].choice.lr] if cfg.lr_matched and searched else [])
+    for lr in dict.fromkeys(rates):
+        alone = dataclasses.replace(student_only_choice(space), lr=lr)
+        if alone.key in {c.arm.key for c in out}:
+            continue  # an arm of the race is that student alone already
+        default = abs(lr / student_only_choice(space).lr - 1) <= 1e-3
+        out.append(
+            Candidate(
+                Arm(
+                    alone.key,
+                    "student alone" if default else f"student alone @ lr {lr:.3g}",
+                    "reference",
+                    baseline=STUDENT_ONLY,
+                    source_trial=sb.number if sb and default else None,
+                    proxy_score=scores.get(alone.key),
+                ),
+                alone,
+            )
+        )
+    return out
+
+
+def race_settings(space: SearchSpace, base_seed: int) -> RaceSettings:
+    """Budgets (iterations) and seeds of each rung; rung ``r`` uses seeds ``base .. base+n_r-1``."""
+    cfg = space.selection
+    budgets = tuple(max(1, round(f * space.full.iterations)) for f in cfg.rungs)
+    seeds = tuple(tuple(base_seed + i for i in range(n)) for n in cfg.seeds)
+    return RaceSettings(budgets, seeds, cfg.promote, cfg.margin, cfg.confidence)
