@@ -54,7 +54,9 @@ def write_space(tmp: Path, **changes: Any) -> Path:
 
 
 def opts(studies: Path, space_file: Path, **kw: Any) -> SearchOptions:
-    """Quiet single-threaded search options for a tiny study under ``studies``."""
+    """Quiet search options for a tiny study under ``studies``: one trial at a time with one
+    thread (tests that want several workers say so), whatever the machine's cores."""
+    kw.setdefault("workers", 1)
     return SearchOptions(
         studies_root=studies,
         cache=CacheConfig(root=studies / "_cache" / "teachers"),
