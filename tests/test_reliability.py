@@ -832,6 +832,31 @@ def test_journal_study_recovers_trials_of_a_killed_coordinator(tmp_path: Path, t
 
 
 # -- 6. server databases: heartbeat from the claim, a paused coordinator, no shared run folder ------------
+def test_the_heartbeat_grace_period_is_an_explicit_validated_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defaults: 120 s grace, a beat every 10 s. ``CURRICULUM_SEARCH_HEARTBEAT_GRACE_S`` (tests,
+    the PostgreSQL soak) shortens it, beating four times per grace period; a bad value is one line
+    naming the variable, raised before any connection is tried."""
+    from curriculum_search.search.storage import (
+        GRACE_ENV,
+        GRACE_S,
+        beat_every_s,
+        heartbeat_grace_s,
+        open_storage,
+    )
+
+    assert (heartbeat_grace_s({}), beat_every_s({}), GRACE_S) == (120.0, 10.0, 120)
+    assert (heartbeat_grace_s({GRACE_ENV: " 12 "}), beat_every_s({GRACE_ENV: "12"})) == (12.0, 3.0)
+    assert beat_every_s({GRACE_ENV: "600"}) == 10.0
+    for bad in ("soon", "0", "-5", "3.9", "nan", "inf"):
+        with pytest.raises(StudyError, match=f"{GRACE_ENV}=.*must be a number of seconds >= 4"):
+            heartbeat_grace_s({GRACE_ENV: bad})
+    monkeypatch.setenv(GRACE_ENV, "1")
+    with pytest.raises(StudyError, match=GRACE_ENV):  # the database at port 1 is never reached
+        open_storage(storage_spec(tmp_path, "tiny", "postgresql://u@127.0.0.1:1/db"))
+
+
 @pytest.mark.postgres
 def test_a_claimed_trial_has_a_heartbeat_before_it_is_prepared(postgres_url: str) -> None:
     """A host killed between ``ask()`` and the launch (preparation can take a while) left a trial
