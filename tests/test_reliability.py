@@ -873,6 +873,37 @@ def test_a_claimed_trial_has_a_heartbeat_before_it_is_prepared(postgres_url: str
     assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
 
 
+@pytest.mark.postgres
+def test_a_dead_hosts_trial_is_requeued_like_an_interrupted_one(postgres_url: str) -> None:
+    """Optuna's stale-trial callback left the failed original counting toward the target (the study
+    "finished" with the retry still queued) and its retry without ``retry_of``. ``fail_stale``
+    re-queues it as ``recover_interrupted`` does: not counted, exactly one retry (however many
+    coordinators sweep) with its enqueued parameters and baseline label."""
+    import time
+
+    from curriculum_search.search.processes import claim
+    from curriculum_search.search.study import fail_stale, finished_count
+
+    storage = optuna.storages.RDBStorage(postgres_url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
+    study.enqueue_trial({"x": 0.25}, user_attrs={"baseline": "direct_strongest"})
+    trial = claim(study, server=True)  # claimed by a host that dies before decoding it
+    assert trial.params == {}
+    time.sleep(2.5)  # past the grace period
+    other = optuna.load_study(study_name="stale", storage=storage)
+    assert fail_stale(study) == 1 and fail_stale(other) == 0
+    trials = study.get_trials()
+    original = trials[trial.number]
+    assert original.state == optuna.trial.TrialState.FAIL and original.user_attrs["requeued"] is True
+    assert original.user_attrs["failure_reason"].startswith("heartbeat lost")
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
+    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.WAITING
+    assert retries[0].user_attrs["baseline"] == "direct_strongest"
+    assert retries[0].user_attrs["retry_reason"] == "heartbeat"
+    assert retries[0].system_attrs["fixed_params"] == {"x": 0.25}
+    assert finished_count(study) == 0
+
+
 def test_a_coordinator_back_from_a_pause_drops_a_result_another_host_finished(tmp_path: Path) -> None:
     """Paused past the heartbeat grace, its trial was failed (and retried) elsewhere: when it comes
     back, finishing that trial must neither crash nor write into the finished trial."""

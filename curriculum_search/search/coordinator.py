@@ -58,6 +58,7 @@ from curriculum_search.search.study import (
     enqueue_baselines,
     enqueue_retry,
     ensure_zoo,
+    fail_stale,
     finished_count,
     first_stage_min,
     open_study,
@@ -154,7 +155,7 @@ def _coordinate(
                     and done + len(running) + len(waiting_reuse) < target
                 ):
                     if spec.is_server:
-                        optuna.storages.fail_stale_trials(study)
+                        fail_stale(study)
                     trial = claim(study, spec.is_server)
                     choice = _decode(trial, space)
                     prepared = _prepare_trial(space, study, trial, choice, opts)

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from curriculum_search.errors import StudyError
@@ -249,8 +249,7 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
         kwargs = dict(
             heartbeat_interval=HEARTBEAT_S,
             grace_period=heartbeat_grace_s(),
-            failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        )  # stale trials are failed and re-queued by ``study.fail_stale`` (not Optuna's callback)
     try:
         return _rdb_storage(spec.connect_url, engine_kwargs={"pool_pre_ping": True}, **kwargs)  # type: ignore[arg-type]
     except ImportError as exc:
