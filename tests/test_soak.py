@@ -4,6 +4,10 @@
   processes at once SIGKILLed 6 times (process group at random moments and during checkpoint
   writes, a trial process alone, the coordinator alone, the full run), resumed each time, then
   every invariant checked (retried baselines keep their curriculum, no orphan trial process).
+* The short PostgreSQL soak (``benchmarks/soak.py --postgres --short``): two hosts (``search`` and
+  ``worker``) on one study in a throwaway server, one host's process group SIGKILLed while it
+  trains; its trial is failed by the survivor's heartbeat check and retried there (skipped where
+  the server binaries are missing).
 * Deterministic crash windows: the coordinator's multi-step bookkeeping (re-queuing interrupted
   trials, enqueuing baselines) interrupted between two of its database writes, then run again.
 """
@@ -21,6 +25,7 @@ import torch
 from optuna.trial import TrialState
 
 import curriculum_search.curriculum.trainer as trainer
+from benchmarks import pgserver
 from curriculum_search.curriculum.recipe import load_recipe
 from curriculum_search.curriculum.trainer import run_recipe
 from curriculum_search.models import load_checkpoint
@@ -197,3 +202,52 @@ def test_short_soak_loses_nothing(tmp_path: Path) -> None:
     assert {k["mode"] for k in kills} == {"group", "write", "worker", "coordinator"}
     assert any(k["phase"] == "full" for k in kills)
     assert any(k["mode"] == "write" and k["detail"].startswith("during the write of") for k in kills)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(400)
+def test_short_postgres_soak_loses_nothing(tmp_path: Path) -> None:
+    """A host killed on a PostgreSQL study (see ``benchmarks/soak.py --postgres``): every invariant
+    holds, among them that the killed host's trial was failed by the heartbeat check and finished
+    by the other host with its label, curriculum and run folder."""
+    if pgserver.server_binaries() is None:
+        pytest.skip(pgserver.MISSING)
+    pytest.importorskip("psycopg", reason="psycopg not installed (test extra)")
+    workdir = tmp_path / "soak"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "soak.py"),
+            "--postgres",
+            "--short",
+            "--seed",
+            "1",
+            "--workdir",
+            str(workdir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
+    report_file = workdir / "soak_report.json"
+    assert report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    failed = [f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"]]
+    logs = "".join(p.read_text(errors="replace")[-1500:] for p in sorted(workdir.glob("host-*.log")))
+    assert not failed and proc.returncode == 0, "\n".join(failed) + "\n" + proc.stdout[-2000:] + logs
+    assert {
+        "hosts_finished",
+        "no_trial_running",
+        "finished_trials_intact",
+        "no_trial_counted_twice",
+        "retries_keep_curriculum",
+        "killed_trials_retried",
+        "one_host_per_trial",
+        "no_result_lost",
+        "checkpoints_loadable",
+        "kills_done",
+    } <= {c["name"] for c in report["checks"]}
+    assert [k["mode"] for k in report["kills"]] == ["host"]
+    assert report["killed_trials"] and all(k["checkpoint"] for k in report["killed_trials"])
