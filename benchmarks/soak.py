@@ -491,16 +491,17 @@ def _say(kill: Kill, total: int) -> None:
     )
 
 
+def begin(cfg: Config) -> tuple[random.Random, float, Report]:
+    """The kill schedule's random generator, the start time and an empty report; writes the space."""
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    cfg.space_file.write_text(yaml.safe_dump(make_space(cfg.short), sort_keys=False))
+    return random.Random(cfg.seed), time.time(), Report(config={k: str(v) for k, v in asdict(cfg).items()})
+
+
 def run_soak(cfg: Config) -> Report:
     """Run the job under kills, then check the invariants."""
-    rng = random.Random(cfg.seed)
-    t0 = time.time()
+    rng, t0, report = begin(cfg)
     deadline = t0 + cfg.seconds
-    report = Report(config={k: str(v) for k, v in asdict(cfg).items()})
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
-    import yaml
-
-    cfg.space_file.write_text(yaml.safe_dump(make_space(cfg.short), sort_keys=False))
     modes = plan(cfg, rng)
     full_start = len(modes) - max(2, cfg.kills // 5)
     seen: dict[int, str] = {}
@@ -647,15 +648,10 @@ def check_invariants(
             f"last exit status {rc}, full metrics {metrics_path.is_file()}",
         )
     )
-    try:
-        trials = read_trials(cfg)
-    except Exception as exc:
-        checks.append(Check("study_readable", False, f"{type(exc).__name__}: {exc}"))
+    trials, shared = study_checks(cfg, seen, violations)
+    checks += shared
+    if trials is None:
         return checks
-    checks.append(no_trial_running(trials))
-    checks.append(finished_trials_intact(seen, violations))
-    checks.append(counted_once(cfg, trials))
-    checks.append(retries_keep_curriculum(trials))
     n_coord = sum(1 for k in report.kills if k.mode == "coordinator")
     checks.append(
         Check(
@@ -703,6 +699,24 @@ def check_invariants(
         )
     )
     return checks
+
+
+def study_checks(
+    cfg: Config, seen: dict[int, str], violations: list[str]
+) -> tuple[list[Any] | None, list[Check]]:
+    """The study's trials and the invariants both modes check on them (none running, finished ones
+    intact, exactly the target counted, retries keep their curriculum); ``None`` and a failed
+    ``study_readable`` when the study cannot be read."""
+    try:
+        trials = read_trials(cfg)
+    except Exception as exc:
+        return None, [Check("study_readable", False, f"{type(exc).__name__}: {exc}")]
+    return trials, [
+        no_trial_running(trials),
+        finished_trials_intact(seen, violations),
+        counted_once(cfg, trials),
+        retries_keep_curriculum(trials),
+    ]
 
 
 def no_trial_running(trials: list[Any]) -> Check:
@@ -977,14 +991,10 @@ def run_postgres_soak(cfg: Config) -> Report:
     from benchmarks import pgserver
     from curriculum_search.search import attrs as A
 
-    rng = random.Random(cfg.seed)
-    t0 = time.time()
+    rng, t0, report = begin(cfg)
     deadline = t0 + cfg.seconds
-    report = Report(config={k: str(v) for k, v in asdict(cfg).items()})
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
     with pgserver.postgres_server("cs-soak-", "--auth=trust") as url:
         cfg.storage = url
-        cfg.space_file.write_text(yaml.safe_dump(make_space(cfg.short), sort_keys=False))
         hosts = [
             Host("a", ["search", "--space", str(cfg.space_file), "--storage", url]),
             Host("b", ["worker", "--storage", url, "--study", STUDY]),
@@ -1103,16 +1113,11 @@ def check_postgres_invariants(cfg: Config, hosts: list[Host], watch: Watch, repo
             f"last incarnation of each host: {ends}",
         )
     ]
-    try:
-        trials = read_trials(cfg)
-    except Exception as exc:
-        checks.append(Check("study_readable", False, f"{type(exc).__name__}: {exc}"))
+    trials, shared = study_checks(cfg, watch.seen, watch.violations)
+    checks += shared
+    if trials is None:
         return checks
     told = told_trials(cfg)
-    checks.append(no_trial_running(trials))
-    checks.append(finished_trials_intact(watch.seen, watch.violations))
-    checks.append(counted_once(cfg, trials))
-    checks.append(retries_keep_curriculum(trials))
     checks.append(killed_trials_retried(report.killed_trials, trials, told))
     checks.append(one_host_per_trial(told, watch, report.orphans))
     checks.append(no_result_lost(trials, told))

@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -81,7 +82,7 @@ def test_requeue_of_an_interrupted_trial_survives_a_kill_midway(
             calls["n"] += 1
             if calls["n"] == 2:
                 raise Killed
-            real(*args, **kwargs)  # type: ignore[arg-type]
+            real(*args, **kwargs)
 
         monkeypatch.setattr(study._storage, "set_trial_user_attr", dying)
     else:
@@ -141,7 +142,7 @@ def test_killed_right_after_a_checkpoint_resumes_identically(
     saves = {"n": 0}
 
     def save_then_die(*args: object, **kwargs: object) -> None:
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        real(*args, **kwargs)
         saves["n"] += 1
         if saves["n"] == killed_after_save:
             raise Killed
@@ -158,16 +159,14 @@ def test_killed_right_after_a_checkpoint_resumes_identically(
     assert resumed.metrics.ap == reference.metrics.ap
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1000)
-def test_short_soak_loses_nothing(tmp_path: Path) -> None:
-    """6 SIGKILLs of the real ``run`` command (see ``benchmarks/soak.py``); every invariant holds."""
-    workdir = tmp_path / "soak"
+def _soak(workdir: Path, *args: str, timeout: float, logs: str) -> dict[str, Any]:
+    """Run ``benchmarks/soak.py ARGS --seed 1``; its report, every invariant checked as passed
+    (else the failed ones, its output and the end of the ``logs`` files in ``workdir``)."""
     proc = subprocess.run(
         [
             sys.executable,
             str(REPO / "benchmarks" / "soak.py"),
-            "--short",
+            *args,
             "--seed",
             "1",
             "--workdir",
@@ -176,14 +175,22 @@ def test_short_soak_loses_nothing(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
     report_file = workdir / "soak_report.json"
     assert report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_file.read_text())
     failed = [f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"]]
-    log = (workdir / "job.log").read_text(errors="replace")[-3000:] if failed else ""
+    log = "".join(p.read_text(errors="replace")[-3000:] for p in sorted(workdir.glob(logs))) if failed else ""
     assert not failed and proc.returncode == 0, "\n".join(failed) + "\n" + proc.stdout[-2000:] + log
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1000)
+def test_short_soak_loses_nothing(tmp_path: Path) -> None:
+    """6 SIGKILLs of the real ``run`` command (see ``benchmarks/soak.py``); every invariant holds."""
+    report = _soak(tmp_path / "soak", "--short", timeout=900, logs="job.log")
     names = {c["name"] for c in report["checks"]}
     assert {
         "job_finished",
@@ -214,29 +221,7 @@ def test_short_postgres_soak_loses_nothing(tmp_path: Path) -> None:
     if pgserver.server_binaries() is None:
         pytest.skip(pgserver.MISSING)
     pytest.importorskip("psycopg", reason="psycopg not installed (test extra)")
-    workdir = tmp_path / "soak"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "soak.py"),
-            "--postgres",
-            "--short",
-            "--seed",
-            "1",
-            "--workdir",
-            str(workdir),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=360,
-    )
-    report_file = workdir / "soak_report.json"
-    assert report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(report_file.read_text())
-    failed = [f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"]]
-    logs = "".join(p.read_text(errors="replace")[-1500:] for p in sorted(workdir.glob("host-*.log")))
-    assert not failed and proc.returncode == 0, "\n".join(failed) + "\n" + proc.stdout[-2000:] + logs
+    report = _soak(tmp_path / "soak", "--postgres", "--short", timeout=360, logs="host-*.log")
     assert {
         "hosts_finished",
         "no_trial_running",
@@ -250,4 +235,5 @@ def test_short_postgres_soak_loses_nothing(tmp_path: Path) -> None:
         "kills_done",
     } <= {c["name"] for c in report["checks"]}
     assert [k["mode"] for k in report["kills"]] == ["host"]
-    assert report["killed_trials"] and all(k["checkpoint"] for k in report["killed_trials"])
+    killed = report["killed_trials"]
+    assert killed and all(k["checkpoint"] for k in killed)
