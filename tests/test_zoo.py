@@ -21,7 +21,9 @@ def test_zoo_trains_teachers_side_by_side_and_a_rerun_trains_nothing(
     space = load_space(write_space(tmp_path))
     studies = tmp_path / "studies"
     with caplog.at_level(logging.INFO, logger="curriculum_search.search.zoo"):
-        infos = build_zoo(space, studies, device="cpu", threads=1, processes=2, progress=False, reference=False)
+        infos = build_zoo(
+            space, studies, device="cpu", threads=1, processes=2, progress=False, reference=False
+        )
     assert "2 at once with 1 thread(s) each" in caplog.text, caplog.text
     assert sorted(i.name for i in infos) == ["a", "b"]
     for name in ("a", "b"):
