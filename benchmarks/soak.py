@@ -1,8 +1,9 @@
 """Soak test: run a tiny study end to end while SIGKILLing it at random moments, then check that
 nothing was lost.
 
-    python benchmarks/soak.py [--kills 20] [--seconds 900] [--seed 0] [--workdir DIR] [--keep]
+    python benchmarks/soak.py [--kills 20] [--seconds 900] [--seed 0] [--workdir DIR]
     python benchmarks/soak.py --short          # 6 kills, about 4 minutes (run by tests/test_soak.py)
+    python benchmarks/soak.py --postgres [--short] [--kills 3] [--grace 12]   # see "PostgreSQL" below
 
 The job is the real command, ``python -m curriculum_search run`` (zoo build, search with a trial
 process per trial, selection race whose last rung is the full run, export), started in its own session with one
@@ -46,6 +47,36 @@ the end, and these invariants are checked (each printed as PASS/FAIL; exit statu
 * ``kills_done``: at least ``--kills`` kills, with every mode and at least one during the full run.
 
 Writes ``WORKDIR/soak_report.json`` (``--workdir`` defaults to ``benchmarks/out/soak``).
+
+**PostgreSQL** (``--postgres``; needs the server binaries, ``benchmarks/pgserver.py``): a throwaway
+server on loopback holds the study; two "hosts" share it: host ``a`` runs ``python -m
+curriculum_search search --space S --storage URL``, host ``b`` joins with ``worker --storage URL
+--study soak`` once the baselines are enqueued; each runs one trial process at a time. Both use one
+``--studies-dir``, as hosts sharing a network file system do: the zoo is trained once, and it is the
+harder case: a retry resumes in the run folder the killed host trained in, so a folder shared by
+two live trial processes (the collision of twin curricula) would show. The hosts get a heartbeat
+grace period of ``--grace`` seconds (default 12; ``CURRICULUM_SEARCH_HEARTBEAT_GRACE_S``, the
+product's default is 120 s) so that a killed host is noticed in seconds. Each kill waits until the
+victim (picked by the seed, then alternating) runs a trial that wrote a checkpoint since the soak
+first saw it, while the other host runs, and SIGKILLs the victim's whole process group (its
+coordinator and trial process: the host is gone). When more kills follow, the victim is restarted
+with its same command once the survivor failed its trials. ``--short`` (1 kill, 4 trials, about a
+minute, at most 5; run by tests/test_soak.py) does not restart it. Invariants:
+
+* ``hosts_finished``: every host's last process exited 0 (or is the one killed last);
+* ``no_trial_running``, ``finished_trials_intact``, ``no_trial_counted_twice`` (the study reached
+  exactly its target), ``retries_keep_curriculum``, ``checkpoints_loadable``: as above;
+* ``killed_trials_retried``: each trial of a killed host ended FAILED ("heartbeat lost", re-queued,
+  told by no host) and has exactly one retry, finished by a live host with the original's baseline
+  label, curriculum and run folder, resuming from the killed run's checkpoint;
+* ``one_host_per_trial``: trial processes ran on both hosts; no trial was run or told by two host
+  processes, and no run folder was held by trial processes of two hosts at one moment;
+* ``no_result_lost``: every result a host told (AP, pruned, failed, reused) is in the study as told,
+  every finished trial that counts was told by a host, and no host dropped a result;
+* ``kills_done``: ``--kills`` host kills, each while a trial with a checkpoint ran.
+
+Writes ``WORKDIR/soak_report.json``, ``host-<host><start>.log`` per host process (``--workdir``
+defaults to ``benchmarks/out/soak-postgres``).
 """
 
 from __future__ import annotations
@@ -55,12 +86,13 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +137,12 @@ class Config:
     extra_delay_s: float
     probe_timeout_s: float
     workers: int = 2
+    #: PostgreSQL mode (see the module docstring): two hosts on one server database, hosts killed
+    postgres: bool = False
+    #: heartbeat grace period of the hosts in PostgreSQL mode (``CURRICULUM_SEARCH_HEARTBEAT_GRACE_S``)
+    grace_s: float = 12.0
+    #: the study's storage URL (PostgreSQL mode: the throwaway server's, set when it runs)
+    storage: str | None = None
 
     @property
     def studies(self) -> Path:
@@ -146,6 +184,9 @@ class Report:
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     orphans: list[int] = field(default_factory=list)  # trial processes that outlived their coordinator
+    killed_trials: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # PostgreSQL mode: trials of killed hosts
 
     @property
     def ok(self) -> bool:
@@ -153,24 +194,23 @@ class Report:
 
 
 # -- processes -------------------------------------------------------------------------------------
-def start_job(cfg: Config, log: Any) -> subprocess.Popen[bytes]:
-    """``python -m curriculum_search run`` in a new session (its pid is the process group id)."""
+def spawn(
+    cfg: Config, args: list[str], log: Any, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m curriculum_search ARGS`` on the soak's studies folder with one CPU thread at low
+    priority, in a new session (its pid is the process group id); output appended to ``log``."""
     cmd = [
         sys.executable,
         "-m",
         "curriculum_search",
-        "run",
-        "--space",
-        str(cfg.space_file),
+        *args,
         "--studies-dir",
         str(cfg.studies),
         "--threads",
         "1",
-        "--workers",
-        str(cfg.workers),
         "-q",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     log.write(f"\n=== start {time.strftime('%H:%M:%S')} ===\n".encode())
     log.flush()
     return subprocess.Popen(
@@ -182,6 +222,11 @@ def start_job(cfg: Config, log: Any) -> subprocess.Popen[bytes]:
         start_new_session=True,
         preexec_fn=lambda: os.nice(10),
     )
+
+
+def start_job(cfg: Config, log: Any) -> subprocess.Popen[bytes]:
+    """``python -m curriculum_search run`` (the job of the SQLite soak)."""
+    return spawn(cfg, ["run", "--space", str(cfg.space_file), "--workers", str(cfg.workers)], log)
 
 
 def children(pid: int) -> list[int]:
@@ -209,17 +254,24 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
-def trial_worker(pid: int) -> tuple[int, int, Path] | None:
-    """``(pid, trial number, run folder)`` of the coordinator's running trial process, if any."""
+def trial_workers(pid: int) -> list[tuple[int, int, Path]]:
+    """``(pid, trial number, run folder)`` of each trial process the coordinator ``pid`` runs."""
+    out = []
     for child in children(pid):
         args = cmdline(child)
         if any("trial_worker" in a for a in args):
             job = Path(args[-2] if not args[-1] else args[-1])  # <run folder>/job-<N>.json
             try:
-                return child, int(job.name.removeprefix("job-").removesuffix(".json")), job.parent
+                number = int(job.name.removeprefix("job-").removesuffix(".json"))
             except ValueError:
-                return child, -1, job.parent
-    return None
+                number = -1
+            out.append((child, number, job.parent))
+    return out
+
+
+def trial_worker(pid: int) -> tuple[int, int, Path] | None:
+    """``(pid, trial number, run folder)`` of the coordinator's (first) running trial process, if any."""
+    return next(iter(trial_workers(pid)), None)
 
 
 def wait_stopped(pids: list[int], timeout: float = 0.5) -> None:
@@ -317,17 +369,24 @@ def roots_for(cfg: Config, full: bool) -> list[Path]:
 
 
 # -- reading the study ---------------------------------------------------------------------------------
-def read_trials(cfg: Config) -> list[Any]:
-    """All trials, read through the read-only path (never writes the study)."""
+@contextlib.contextmanager
+def study_readonly(cfg: Config) -> Iterator[Any]:
+    """The study, opened through the read-only path (never writes it)."""
     import optuna
 
     from curriculum_search.search.storage import open_readonly, storage_spec
 
-    storage = open_readonly(storage_spec(cfg.studies, STUDY, None))
+    storage = open_readonly(storage_spec(cfg.studies, STUDY, cfg.storage))
     try:
-        return optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=True)
+        yield optuna.load_study(study_name=STUDY, storage=storage)
     finally:
         storage.engine.dispose()  # type: ignore[attr-defined]
+
+
+def read_trials(cfg: Config) -> list[Any]:
+    """All trials, read through the read-only path (never writes the study)."""
+    with study_readonly(cfg) as study:
+        return list(study.get_trials(deepcopy=True))
 
 
 def fingerprint(t: Any) -> str:
@@ -348,7 +407,7 @@ def fingerprint(t: Any) -> str:
 
 def snapshot(cfg: Config, seen: dict[int, str], violations: list[str]) -> None:
     """Record finished trials; any trial that changed since it was last seen is a violation."""
-    if not (cfg.study_dir / "study.db").is_file():
+    if cfg.storage is None and not (cfg.study_dir / "study.db").is_file():
         return
     try:
         trials = read_trials(cfg)
@@ -381,11 +440,12 @@ def plan(cfg: Config, rng: random.Random) -> list[str]:
 
 
 def wait_until(
-    cond: Callable[[], bool], proc: subprocess.Popen[bytes], deadline: float, poll: float = 0.2
+    cond: Callable[[], bool], proc: subprocess.Popen[bytes] | None, deadline: float, poll: float = 0.2
 ) -> bool:
-    """Poll ``cond`` until true (True), or until the job exits or the deadline passes (False)."""
+    """Poll ``cond`` until true (True), or until the job ``proc`` (if any) exits or the deadline
+    passes (False)."""
     while time.time() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             return False
         if cond():
             return True
@@ -431,16 +491,17 @@ def _say(kill: Kill, total: int) -> None:
     )
 
 
+def begin(cfg: Config) -> tuple[random.Random, float, Report]:
+    """The kill schedule's random generator, the start time and an empty report; writes the space."""
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    cfg.space_file.write_text(yaml.safe_dump(make_space(cfg.short), sort_keys=False))
+    return random.Random(cfg.seed), time.time(), Report(config={k: str(v) for k, v in asdict(cfg).items()})
+
+
 def run_soak(cfg: Config) -> Report:
     """Run the job under kills, then check the invariants."""
-    rng = random.Random(cfg.seed)
-    t0 = time.time()
+    rng, t0, report = begin(cfg)
     deadline = t0 + cfg.seconds
-    report = Report(config={k: str(v) for k, v in asdict(cfg).items()})
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
-    import yaml
-
-    cfg.space_file.write_text(yaml.safe_dump(make_space(cfg.short), sort_keys=False))
     modes = plan(cfg, rng)
     full_start = len(modes) - max(2, cfg.kills // 5)
     seen: dict[int, str] = {}
@@ -587,28 +648,10 @@ def check_invariants(
             f"last exit status {rc}, full metrics {metrics_path.is_file()}",
         )
     )
-    try:
-        trials = read_trials(cfg)
-    except Exception as exc:
-        checks.append(Check("study_readable", False, f"{type(exc).__name__}: {exc}"))
+    trials, shared = study_checks(cfg, seen, violations)
+    checks += shared
+    if trials is None:
         return checks
-    running = [t.number for t in trials if t.state.name == "RUNNING"]
-    waiting = [t.number for t in trials if t.state.name == "WAITING"]
-    checks.append(
-        Check(
-            "no_trial_running", not running, f"running {running}; waiting (queued, never started) {waiting}"
-        )
-    )
-    checks.append(
-        Check(
-            "finished_trials_intact",
-            not violations,
-            "; ".join(violations[:5])
-            or f"{len(seen)} finished trials seen after kills, all unchanged at the end",
-        )
-    )
-    checks.append(counted_once(cfg, trials))
-    checks.append(retries_keep_curriculum(trials))
     n_coord = sum(1 for k in report.kills if k.mode == "coordinator")
     checks.append(
         Check(
@@ -658,12 +701,47 @@ def check_invariants(
     return checks
 
 
+def study_checks(
+    cfg: Config, seen: dict[int, str], violations: list[str]
+) -> tuple[list[Any] | None, list[Check]]:
+    """The study's trials and the invariants both modes check on them (none running, finished ones
+    intact, exactly the target counted, retries keep their curriculum); ``None`` and a failed
+    ``study_readable`` when the study cannot be read."""
+    try:
+        trials = read_trials(cfg)
+    except Exception as exc:
+        return None, [Check("study_readable", False, f"{type(exc).__name__}: {exc}")]
+    return trials, [
+        no_trial_running(trials),
+        finished_trials_intact(seen, violations),
+        counted_once(cfg, trials),
+        retries_keep_curriculum(trials),
+    ]
+
+
+def no_trial_running(trials: list[Any]) -> Check:
+    running = [t.number for t in trials if t.state.name == "RUNNING"]
+    waiting = [t.number for t in trials if t.state.name == "WAITING"]
+    return Check(
+        "no_trial_running", not running, f"running {running}; waiting (queued, never started) {waiting}"
+    )
+
+
+def finished_trials_intact(seen: dict[int, str], violations: list[str]) -> Check:
+    return Check(
+        "finished_trials_intact",
+        not violations,
+        "; ".join(violations[:5])
+        or f"{len(seen)} finished trials seen after kills, all unchanged at the end",
+    )
+
+
 def retries_keep_curriculum(trials: list[Any]) -> Check:
     """A retry carries its original's label and (once the original was decoded) its curriculum."""
     by_number = {t.number: t for t in trials}
     problems, n = [], 0
     for t in trials:
-        o = by_number.get(t.user_attrs.get("retry_of", -1))
+        o = by_number.get(retry_of(t))
         if o is None:
             continue
         n += 1
@@ -828,51 +906,467 @@ def full_run_checks(cfg: Config, trials: list[Any]) -> list[Check]:
     return checks
 
 
+# -- PostgreSQL: two hosts on one server database, one killed ---------------------------------------------------
+#: A trial told by a coordinator (its output): ``#12  search  AP 0.123 (best ...)``, ``#3  ... pruned at ...``.
+TOLD = re.compile(r"^#(\d+)\s+(\S+)\s+(.*)$")
+
+
+@dataclass
+class Host:
+    """A "host": its coordinator command (``search`` or ``worker``) and the process of its current
+    incarnation (``a1``; ``a2`` once restarted), whose output goes to ``host-<incarnation>.log``."""
+
+    name: str
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    killed: bool = False  # the current incarnation was killed
+    log: Any = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}{self.starts}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def trials(self) -> list[tuple[int, int, Path]]:
+        return trial_workers(self.proc.pid) if self.proc is not None and self.alive() else []
+
+    def start(self, cfg: Config) -> None:
+        from curriculum_search.search.storage import GRACE_ENV
+
+        self.close()
+        self.starts += 1
+        self.killed = False
+        self.log = open(cfg.workdir / f"host-{self.label}.log", "ab")  # noqa: SIM115 - closed by close()
+        self.proc = spawn(cfg, self.args, self.log, env={GRACE_ENV: str(cfg.grace_s)})
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc)
+            self.killed = True
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+@dataclass
+class Watch:
+    """What the soak sees while the hosts run: the incarnations whose trial processes ran each
+    trial, run folders held by trial processes of two hosts at one moment, finished trials (see
+    :func:`snapshot`)."""
+
+    ran_on: dict[int, set[str]] = field(default_factory=dict)
+    shared: list[str] = field(default_factory=list)
+    seen: dict[int, str] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    next_snapshot: float = 0.0
+
+    def sample(self, cfg: Config, hosts: list[Host]) -> None:
+        holders: dict[Path, set[str]] = {}
+        for h in hosts:
+            for _pid, number, run_dir in h.trials():
+                self.ran_on.setdefault(number, set()).add(h.label)
+                holders.setdefault(run_dir, set()).add(h.label)
+        self.shared += [f"{d.name} by {sorted(who)}" for d, who in holders.items() if len(who) > 1]
+        if time.time() >= self.next_snapshot:
+            snapshot(cfg, self.seen, self.violations)
+            self.next_snapshot = time.time() + 2.0
+
+
+def study_attr(cfg: Config, key: str) -> Any:
+    """A user attribute of the study (None while the study does not exist)."""
+    try:
+        with study_readonly(cfg) as study:
+            return study.user_attrs.get(key)
+    except Exception:
+        return None
+
+
+def run_postgres_soak(cfg: Config) -> Report:
+    """Two hosts on one study in a throwaway PostgreSQL server, hosts killed; then the invariants."""
+    from benchmarks import pgserver
+    from curriculum_search.search import attrs as A
+
+    rng, t0, report = begin(cfg)
+    deadline = t0 + cfg.seconds
+    with pgserver.postgres_server("cs-soak-", "--auth=trust") as url:
+        cfg.storage = url
+        hosts = [
+            Host("a", ["search", "--space", str(cfg.space_file), "--storage", url]),
+            Host("b", ["worker", "--storage", url, "--study", STUDY]),
+        ]
+        watch = Watch()
+        try:
+            hosts[0].start(cfg)
+            # a `worker` needs the study and its space: host b joins once host a enqueued the baselines
+            if wait_until(lambda: bool(study_attr(cfg, A.BASELINES_ENQUEUED)), hosts[0].proc, deadline, 1.0):
+                hosts[1].start(cfg)
+            victim = rng.randrange(len(hosts))
+            while hosts[1].proc is not None and len(report.kills) < cfg.kills and time.time() < deadline:
+                v, s = hosts[victim], hosts[1 - victim]
+                first_seen: dict[int, float] = {}
+
+                def ready(v: Host = v, s: Host = s, first_seen: dict[int, float] = first_seen) -> bool:
+                    """Host ``v`` runs a trial that wrote a checkpoint since the soak first saw it."""
+                    watch.sample(cfg, hosts)
+                    if not (v.alive() and s.alive()):
+                        return True  # nothing left to kill (told below)
+                    for _pid, number, run_dir in v.trials():
+                        if progress_since([run_dir], first_seen.setdefault(number, time.time())):
+                            return True
+                    return False
+
+                if not wait_until(ready, None, deadline) or not (v.alive() and s.alive()):
+                    report.notes.append(
+                        f"kill {len(report.kills) + 1}: no trial of host {v.label} wrote a checkpoint while "
+                        f"host {s.label} ran (host ends: {v.label} {v.proc and v.proc.poll()}, "
+                        f"{s.label} {s.proc and s.proc.poll()})"
+                    )
+                    break
+                time.sleep(rng.uniform(0, cfg.extra_delay_s))
+                running = v.trials()
+                if not running or not s.alive():
+                    continue
+                watch.sample(cfg, hosts)
+                v.kill()
+                for pid in wait_gone([r[0] for r in running], timeout=15.0):  # would write on
+                    report.orphans.append(pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                for _pid, number, run_dir in running:
+                    report.killed_trials.append(
+                        {
+                            "number": number,
+                            "host": v.label,
+                            "run_dir": str(run_dir),
+                            "checkpoint": any(p.suffix == ".pt" for p in _walk([run_dir])),
+                        }
+                    )
+                what = (
+                    f"host {v.label} ({v.args[0]}) while trial #{', #'.join(str(r[1]) for r in running)} ran"
+                )
+                report.kills.append(
+                    Kill(len(report.kills) + 1, round(time.time() - t0, 1), "trial", "host", what)
+                )
+                _say(report.kills[-1], cfg.kills)
+                if len(report.kills) < cfg.kills:
+                    # re-run the same command once the survivor's heartbeat check failed its trials
+                    numbers = {r[1] for r in running}
+
+                    def failed(numbers: set[int] = numbers) -> bool:
+                        watch.sample(cfg, hosts)
+                        states = {t.number: t.state.name for t in read_trials(cfg) if t.number in numbers}
+                        return all(states.get(n) == "FAIL" for n in numbers)
+
+                    if not wait_until(failed, None, deadline, poll=1.0):
+                        report.notes.append(
+                            f"the trials {sorted(numbers)} of killed host {v.label} were not failed in time"
+                        )
+                        break
+                    v.start(cfg)
+                    report.restarts += 1
+                    victim = 1 - victim
+
+            def all_done() -> bool:
+                watch.sample(cfg, hosts)
+                return not any(h.alive() for h in hosts)
+
+            finish_by = max(deadline, time.time()) + (150 if cfg.short else 900)
+            if not wait_until(all_done, None, finish_by, poll=0.5):
+                report.notes.append("the hosts did not finish in time after the kills")
+        finally:
+            for h in hosts:
+                if h.alive() and h.proc is not None:
+                    kill_group(h.proc)
+                h.close()
+        snapshot(cfg, watch.seen, watch.violations)
+        report.checks = check_postgres_invariants(cfg, hosts, watch, report)
+    report.wall_s = round(time.time() - t0, 1)
+    return report
+
+
+def told_trials(cfg: Config) -> dict[str, dict[int, str]]:
+    """``{incarnation: {trial number: what its coordinator told}}`` from the hosts' outputs."""
+    out: dict[str, dict[int, str]] = {}
+    for log in sorted(cfg.workdir.glob("host-*.log")):
+        told = out.setdefault(log.stem.removeprefix("host-"), {})
+        for line in log.read_text(errors="replace").splitlines():
+            m = TOLD.match(line.strip())
+            if m:
+                told[int(m.group(1))] = m.group(3)
+    return out
+
+
+def check_postgres_invariants(cfg: Config, hosts: list[Host], watch: Watch, report: Report) -> list[Check]:
+    """Check the invariants of the PostgreSQL mode (module docstring) on the finished study."""
+    ends = {
+        h.label: "killed" if h.killed else (h.proc.returncode if h.proc else "never started") for h in hosts
+    }
+    checks = [
+        Check(
+            "hosts_finished",
+            all(e in (0, "killed") for e in ends.values()) and 0 in ends.values(),
+            f"last incarnation of each host: {ends}",
+        )
+    ]
+    trials, shared = study_checks(cfg, watch.seen, watch.violations)
+    checks += shared
+    if trials is None:
+        return checks
+    told = told_trials(cfg)
+    checks.append(killed_trials_retried(report.killed_trials, trials, told))
+    checks.append(one_host_per_trial(told, watch, report.orphans))
+    checks.append(no_result_lost(trials, told))
+    checks.append(checkpoints_loadable(cfg))
+    hit = [k for k in report.killed_trials if k["checkpoint"]]
+    checks.append(
+        Check(
+            "kills_done",
+            len(report.kills) >= cfg.kills and len(hit) >= cfg.kills,
+            f"{len(report.kills)} host kill(s) (wanted {cfg.kills}), {len(report.killed_trials)} trial(s) "
+            f"killed with them ({len(hit)} after a checkpoint), {report.restarts} restart(s)",
+        )
+    )
+    return checks
+
+
+def retry_of(t: Any) -> int | None:
+    """The trial ``t`` retries: ours (``retry_of``) or Optuna's heartbeat callback's (``failed_trial``)."""
+    n = t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial"))
+    return int(n) if n is not None else None
+
+
+def killed_trials_retried(
+    killed: list[dict[str, Any]], trials: list[Any], told: dict[str, dict[int, str]]
+) -> Check:
+    """Each trial of a killed host was failed by the heartbeat check (told by no host, re-queued)
+    and retried once on a live host, which finished it with the original's label and curriculum,
+    in the original's run folder, resuming from its checkpoint (unless it reused a twin's result)."""
+    by_number = {t.number: t for t in trials}
+    problems, lines = [], []
+    for k in killed:
+        n, host = int(k["number"]), str(k["host"])
+        o = by_number.get(n)
+        if o is None:
+            problems.append(f"killed trial #{n} is not in the study")
+            continue
+        tellers = sorted(label for label, t in told.items() if n in t)
+        reason = str(o.user_attrs.get("failure_reason", ""))
+        if o.state.name != "FAIL" or tellers or not reason.startswith("heartbeat lost"):
+            problems.append(
+                f"killed trial #{n} is {o.state.name} ({reason!r}), told by {tellers or 'no host'}"
+            )
+        retries = [t for t in trials if retry_of(t) == n]
+        if len(retries) != 1:
+            problems.append(f"killed trial #{n} has {len(retries)} retries {[t.number for t in retries]}")
+            continue
+        r = retries[0]
+        by = sorted(label for label, t in told.items() if r.number in t)
+        if r.state.name not in ("COMPLETE", "PRUNED") or len(by) != 1 or host in by:
+            problems.append(
+                f"retry #{r.number} of killed trial #{n} is {r.state.name}, told by {by or 'no host'}"
+            )
+        reused = "reused_from" in r.user_attrs
+        keys = ("baseline", "curriculum_key") if reused else ("baseline", "curriculum_key", "run_dir")
+        differ = [key for key in keys if r.user_attrs.get(key) != o.user_attrs.get(key)]
+        if differ:
+            problems.append(f"retry #{r.number} of #{n} differs in {differ}")
+        if reused:
+            where = f"reused #{r.user_attrs['reused_from']}"
+        else:  # the killed run's progress is kept: the retry resumed from its checkpoint
+            log = Path(str(k["run_dir"])) / "trial.log"
+            text = log.read_text(errors="replace") if log.is_file() else ""
+            m = re.search(r"resuming .* at (stage \d+, iteration \d+)", text)
+            where = f"same run folder, resumed at {m.group(1)}" if m else "same run folder, not resumed"
+            if k["checkpoint"] and not m:
+                problems.append(f"retry #{r.number} of #{n} did not resume from its checkpoint ({log})")
+        lines.append(
+            f"#{n} ({o.user_attrs.get('baseline') or 'search'}, {host}) -> #{r.number} on {'/'.join(by)} "
+            f"{r.state.name}, {where}"
+        )
+    detail = "; ".join(problems[:5]) or (
+        f"{len(killed)} trial(s) of killed hosts failed by the heartbeat check (heartbeat lost) and "
+        "retried once on a live host with their label and curriculum: " + "; ".join(lines)
+    )
+    return Check("killed_trials_retried", bool(killed) and not problems, detail)
+
+
+def one_host_per_trial(told: dict[str, dict[int, str]], watch: Watch, orphans: list[int]) -> Check:
+    """No trial told by two hosts, run by two hosts' trial processes or told by another host than
+    the one that ran it; no run folder held by trial processes of two hosts at one moment; no trial
+    process outlived its killed host (it would write on in the folder its retry resumes in)."""
+    problems = [f"run folder {s} at one moment" for s in sorted(set(watch.shared))]
+    problems += [f"trial process {pid} outlived its killed host" for pid in orphans]
+    tellers: dict[int, list[str]] = {}
+    for label, t in told.items():
+        for n in t:
+            tellers.setdefault(n, []).append(label)
+    problems += [f"#{n} told by {who}" for n, who in sorted(tellers.items()) if len(who) > 1]
+    problems += [f"#{n} run on {sorted(on)}" for n, on in sorted(watch.ran_on.items()) if len(on) > 1]
+    problems += [
+        f"#{n} run on {sorted(on)} but told by {tellers[n]}"
+        for n, on in sorted(watch.ran_on.items())
+        if n in tellers and not set(tellers[n]) <= on
+    ]
+    ran = sorted(set().union(*watch.ran_on.values())) if watch.ran_on else []
+    if len({label.rstrip("0123456789") for label in ran}) < 2:
+        problems.append(f"trial processes seen on {ran} only: not on two hosts")
+    per_host = ", ".join(f"{label} {len(t)}" for label, t in sorted(told.items()))
+    detail = "; ".join(problems[:5]) or (
+        f"trials told per host incarnation: {per_host}; {len(watch.ran_on)} trials seen running, each "
+        f"on one host ({', '.join(ran)}); no run folder held by two hosts at one moment"
+    )
+    return Check("one_host_per_trial", not problems, detail)
+
+
+def no_result_lost(trials: list[Any], told: dict[str, dict[int, str]]) -> Check:
+    """What each host told is in the study (AP value, pruned, failed, reused) and every finished
+    trial that counts was told by a host; no host dropped a result (a live trial taken over)."""
+    by_number = {t.number: t for t in trials}
+    problems = []
+    told_any: set[int] = set()
+    for label, lines in told.items():
+        for n, text in lines.items():
+            told_any.add(n)
+            t = by_number.get(n)
+            state = t.state.name if t is not None else "missing"
+            m = re.match(r"AP ([0-9.]+) ", text)
+            if m and not (state == "COMPLETE" and abs(float(t.value) - float(m.group(1))) < 6e-4):
+                problems.append(f"{label} told #{n} AP {m.group(1)}; the study has {state} {t and t.value}")
+            elif "pruned at iteration" in text and state != "PRUNED":
+                problems.append(f"{label} told #{n} pruned; the study has {state}")
+            elif "result reused" in text and not (
+                state == "COMPLETE" and t is not None and "reused_from" in t.user_attrs
+            ):
+                problems.append(f"{label} told #{n} reused; the study has {state}")
+            elif text.startswith("FAILED") and state != "FAIL":
+                problems.append(f"{label} told #{n} failed; the study has {state}")
+            elif "result dropped" in text:
+                problems.append(
+                    f"{label} dropped the result of #{n} (its live trial was taken over by another host)"
+                )
+    counted = [
+        t
+        for t in trials
+        if t.state.name in ("COMPLETE", "PRUNED", "FAIL") and not t.user_attrs.get("requeued")
+    ]
+    problems += [
+        f"#{t.number} {t.state.name} but told by no host" for t in counted if t.number not in told_any
+    ]
+    problems += [
+        f"#{t.number} COMPLETE without metrics"
+        for t in trials
+        if t.state.name == "COMPLETE" and not t.user_attrs.get("metrics")
+    ]
+    detail = "; ".join(problems[:5]) or (
+        f"{len(told_any)} trials told, each as the study has it; {len(counted)} counted finished trials, all told"
+    )
+    return Check("no_result_lost", not problems, detail)
+
+
 # -- command line ---------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--kills", type=int, default=None, help="kills to do (default 20; --short: 5)")
+    p.add_argument(
+        "--kills",
+        type=int,
+        default=None,
+        help="kills to do (default 20; --short: 6; --postgres: 3, --short 1)",
+    )
     p.add_argument(
         "--seconds",
         type=float,
         default=None,
-        help="time budget of the kill phase; the job then runs to its end (default 900; --short: 240)",
+        help="time budget of the kill phase; the job then runs to its end (default 900; --short: 240, "
+        "with --postgres 150)",
     )
     p.add_argument("--short", action="store_true", help="CI version: 6 kills, 4 trials, about 4 minutes")
-    p.add_argument("--workers", type=int, default=2, help="trial processes at once (default 2)")
+    p.add_argument(
+        "--workers", type=int, default=2, help="trial processes at once (default 2; not --postgres)"
+    )
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="two hosts (`search` and `worker`) on one study in a throwaway PostgreSQL server; "
+        "a host's process group is killed while it runs a trial (needs the server binaries)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=12.0,
+        help="--postgres: the hosts' heartbeat grace period in seconds (default 12; the product's is 120)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (default 0)")
     p.add_argument(
         "--workdir",
         type=Path,
-        default=ROOT / "benchmarks" / "out" / "soak",
-        help="folder for the study, the job log and soak_report.json (emptied first; default benchmarks/out/soak)",
+        default=None,
+        help="folder for the study, the job logs and soak_report.json (emptied first; default "
+        "benchmarks/out/soak, --postgres: benchmarks/out/soak-postgres)",
     )
     a = p.parse_args(argv)
-    kills = a.kills if a.kills is not None else (6 if a.short else 20)
-    if kills < len(MODES) + 2:
-        p.error(f"--kills must be >= {len(MODES) + 2} (one per mode, two in the full run)")
+    if a.postgres:
+        from curriculum_search.errors import StudyError
+        from curriculum_search.search.storage import GRACE_ENV, heartbeat_grace_s
+
+        try:
+            heartbeat_grace_s({GRACE_ENV: str(a.grace)})
+        except StudyError as exc:
+            p.error(f"--grace {a.grace:g}: {exc}")
+        kills = a.kills if a.kills is not None else (1 if a.short else 3)
+        if kills < 1:
+            p.error("--kills must be >= 1")
+    else:
+        kills = a.kills if a.kills is not None else (6 if a.short else 20)
+        if kills < len(MODES) + 2:
+            p.error(f"--kills must be >= {len(MODES) + 2} (one per mode, two in the full run)")
+    out = ROOT / "benchmarks" / "out"
     return Config(
         kills=kills,
-        seconds=a.seconds if a.seconds is not None else (240.0 if a.short else 900.0),
+        seconds=a.seconds
+        if a.seconds is not None
+        else (900.0 if not a.short else 150.0 if a.postgres else 240.0),
         seed=a.seed,
-        workdir=a.workdir,
+        workdir=a.workdir or (out / ("soak-postgres" if a.postgres else "soak")),
         short=a.short,
         extra_delay_s=1.5 if a.short else 4.0,
         probe_timeout_s=20.0,
         workers=a.workers,
+        postgres=a.postgres,
+        grace_s=a.grace,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
+    if cfg.postgres:
+        from benchmarks import pgserver
+
+        if pgserver.server_binaries() is None:
+            print(f"soak --postgres: {pgserver.MISSING}", file=sys.stderr)
+            return 2
     if cfg.workdir.exists():
         shutil.rmtree(cfg.workdir)
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    print(f"soak: {cfg.kills} kills within {cfg.seconds:.0f}s, study in {cfg.study_dir}", flush=True)
-    report = run_soak(cfg)
-    print(f"\ninvariants after {len(report.kills)} kills, {report.restarts} restarts, {report.wall_s:.0f}s:")
+    if cfg.postgres:
+        print(
+            f"soak --postgres: {cfg.kills} host kill(s) within {cfg.seconds:.0f}s, heartbeat grace "
+            f"{cfg.grace_s:g}s, study files in {cfg.study_dir}",
+            flush=True,
+        )
+        report = run_postgres_soak(cfg)
+        what = f"{len(report.kills)} host kill(s)"
+    else:
+        print(f"soak: {cfg.kills} kills within {cfg.seconds:.0f}s, study in {cfg.study_dir}", flush=True)
+        report = run_soak(cfg)
+        what = f"{len(report.kills)} kills"
+    print(f"\ninvariants after {what}, {report.restarts} restarts, {report.wall_s:.0f}s:")
     for c in report.checks:
         print(f"  {'PASS' if c.ok else 'FAIL'}  {c.name:<32} {c.detail}")
     for note in report.notes:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import glob
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +22,7 @@ from pycocotools.coco import COCO
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from benchmarks import pgserver
 from curriculum_search.curriculum.recipe import DataConfig, Recipe, Stage, TeacherRef, TrainConfig
 from curriculum_search.curriculum.trainer import RunOptions
 from curriculum_search.data import SyntheticConfig
@@ -388,59 +386,15 @@ def trial_params(space: SearchSpace, **over: Any) -> dict[str, Any]:
 
 
 # -- a throwaway PostgreSQL server (postgres, reliability) -----------------------------------------------
-def _bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or (
-        [shutil.which(name)] if shutil.which(name) else []
-    )
-    return found[-1] if found else None
-
-
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+    return pgserver.free_port()
 
 
 @contextlib.contextmanager
 def postgres_server(prefix: str, *initdb_args: str, files: dict[str, str] | None = None) -> Iterator[str]:
-    """A throwaway PostgreSQL server on loopback: ``initdb`` (with ``initdb_args``; ``{root}`` in
-    them is the server's folder, where ``files`` are written first), started with ``pg_ctl``,
-    stopped and removed afterwards. Yields its URL (user ``postgres``, no password in it)."""
-    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip(
-            "PostgreSQL server binaries not installed (Debian package `postgresql`; .ci/run installs it)"
-        )
-    # not under pytest's tmp folder: the `postgres` user must be able to reach it
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    data = root / "data"
-    for name, text in (files or {}).items():
-        (root / name).write_text(text)
-    if os.geteuid() == 0:
-        for path in (root, *(root / name for name in files or {})):
-            shutil.chown(path, "postgres")
-        os.chmod(root, 0o700)
-    args = [a.format(root=root) for a in initdb_args]
-    subprocess.run(
-        _as_postgres([initdb, "-D", str(data), "-U", "postgres", *args, "-E", "UTF8"]),
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=50"
-    subprocess.run(
-        _as_postgres([pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    """:func:`benchmarks.pgserver.postgres_server` (shared with ``benchmarks/soak.py --postgres``);
+    skips the test where the server binaries are missing."""
+    if pgserver.server_binaries() is None:
+        pytest.skip(pgserver.MISSING)
+    with pgserver.postgres_server(prefix, *initdb_args, files=files) as url:
+        yield url

@@ -830,6 +830,31 @@ def test_journal_study_recovers_trials_of_a_killed_coordinator(tmp_path: Path, t
 
 
 # -- 6. server databases: heartbeat from the claim, a paused coordinator, no shared run folder ------------
+def test_the_heartbeat_grace_period_is_an_explicit_validated_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defaults: 120 s grace, a beat every 10 s. ``CURRICULUM_SEARCH_HEARTBEAT_GRACE_S`` (tests,
+    the PostgreSQL soak) shortens it, beating four times per grace period; a bad value is one line
+    naming the variable, raised before any connection is tried."""
+    from curriculum_search.search.storage import (
+        GRACE_ENV,
+        GRACE_S,
+        beat_every_s,
+        heartbeat_grace_s,
+        open_storage,
+    )
+
+    assert (heartbeat_grace_s({}), beat_every_s({}), GRACE_S) == (120.0, 10.0, 120)
+    assert (heartbeat_grace_s({GRACE_ENV: " 12 "}), beat_every_s({GRACE_ENV: "12"})) == (12.0, 3.0)
+    assert beat_every_s({GRACE_ENV: "600"}) == 10.0
+    for bad in ("soon", "0", "-5", "3.9", "nan", "inf"):
+        with pytest.raises(StudyError, match=f"{GRACE_ENV}=.*must be a number of seconds >= 4"):
+            heartbeat_grace_s({GRACE_ENV: bad})
+    monkeypatch.setenv(GRACE_ENV, "1")
+    with pytest.raises(StudyError, match=GRACE_ENV):  # the database at port 1 is never reached
+        open_storage(storage_spec(tmp_path, "tiny", "postgresql://u@127.0.0.1:1/db"))
+
+
 @pytest.mark.postgres
 def test_a_claimed_trial_has_a_heartbeat_before_it_is_prepared(postgres_url: str) -> None:
     """A host killed between ``ask()`` and the launch (preparation can take a while) left a trial
@@ -844,6 +869,37 @@ def test_a_claimed_trial_has_a_heartbeat_before_it_is_prepared(postgres_url: str
     time.sleep(2.5)  # past the grace period
     optuna.storages.fail_stale_trials(study)
     assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
+
+
+@pytest.mark.postgres
+def test_a_dead_hosts_trial_is_requeued_like_an_interrupted_one(postgres_url: str) -> None:
+    """Optuna's stale-trial callback left the failed original counting toward the target (the study
+    "finished" with the retry still queued) and its retry without ``retry_of``. ``fail_stale``
+    re-queues it as ``recover_interrupted`` does: not counted, exactly one retry (however many
+    coordinators sweep) with its enqueued parameters and baseline label."""
+    import time
+
+    from curriculum_search.search.processes import claim
+    from curriculum_search.search.study import fail_stale, finished_count
+
+    storage = optuna.storages.RDBStorage(postgres_url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
+    study.enqueue_trial({"x": 0.25}, user_attrs={"baseline": "direct_strongest"})
+    trial = claim(study, server=True)  # claimed by a host that dies before decoding it
+    assert trial.params == {}
+    time.sleep(2.5)  # past the grace period
+    other = optuna.load_study(study_name="stale", storage=storage)
+    assert fail_stale(study) == 1 and fail_stale(other) == 0
+    trials = study.get_trials()
+    original = trials[trial.number]
+    assert original.state == optuna.trial.TrialState.FAIL and original.user_attrs["requeued"] is True
+    assert original.user_attrs["failure_reason"].startswith("heartbeat lost")
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
+    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.WAITING
+    assert retries[0].user_attrs["baseline"] == "direct_strongest"
+    assert retries[0].user_attrs["retry_reason"] == "heartbeat"
+    assert retries[0].system_attrs["fixed_params"] == {"x": 0.25}
+    assert finished_count(study) == 0
 
 
 def test_a_coordinator_back_from_a_pause_drops_a_result_another_host_finished(tmp_path: Path) -> None:

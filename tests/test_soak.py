@@ -4,6 +4,10 @@
   processes at once SIGKILLed 6 times (process group at random moments and during checkpoint
   writes, a trial process alone, the coordinator alone, the full run), resumed each time, then
   every invariant checked (retried baselines keep their curriculum, no orphan trial process).
+* The short PostgreSQL soak (``benchmarks/soak.py --postgres --short``): two hosts (``search`` and
+  ``worker``) on one study in a throwaway server, one host's process group SIGKILLed while it
+  trains; its trial is failed by the survivor's heartbeat check and retried there (skipped where
+  the server binaries are missing).
 * Deterministic crash windows: the coordinator's multi-step bookkeeping (re-queuing interrupted
   trials, enqueuing baselines) interrupted between two of its database writes, then run again.
 """
@@ -14,6 +18,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -21,6 +26,7 @@ import torch
 from optuna.trial import TrialState
 
 import curriculum_search.curriculum.trainer as trainer
+from benchmarks import pgserver
 from curriculum_search.curriculum.recipe import load_recipe
 from curriculum_search.curriculum.trainer import run_recipe
 from curriculum_search.models import load_checkpoint
@@ -74,7 +80,7 @@ def test_requeue_of_an_interrupted_trial_survives_a_kill_midway(
             calls["n"] += 1
             if calls["n"] == 2:
                 raise Killed
-            real(*args, **kwargs)  # type: ignore[arg-type]
+            real(*args, **kwargs)
 
         monkeypatch.setattr(study._storage, "set_trial_user_attr", dying)
     else:
@@ -134,7 +140,7 @@ def test_killed_right_after_a_checkpoint_resumes_identically(
     saves = {"n": 0}
 
     def save_then_die(*args: object, **kwargs: object) -> None:
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        real(*args, **kwargs)
         saves["n"] += 1
         if saves["n"] == killed_after_save:
             raise Killed
@@ -151,16 +157,14 @@ def test_killed_right_after_a_checkpoint_resumes_identically(
     assert resumed.metrics.ap == reference.metrics.ap
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1000)
-def test_short_soak_loses_nothing(tmp_path: Path) -> None:
-    """6 SIGKILLs of the real ``run`` command (see ``benchmarks/soak.py``); every invariant holds."""
-    workdir = tmp_path / "soak"
+def _soak(workdir: Path, *args: str, timeout: float, logs: str) -> dict[str, Any]:
+    """Run ``benchmarks/soak.py ARGS --seed 1``; its report, every invariant checked as passed
+    (else the failed ones, its output and the end of the ``logs`` files in ``workdir``)."""
     proc = subprocess.run(
         [
             sys.executable,
             str(REPO / "benchmarks" / "soak.py"),
-            "--short",
+            *args,
             "--seed",
             "1",
             "--workdir",
@@ -169,14 +173,22 @@ def test_short_soak_loses_nothing(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
     report_file = workdir / "soak_report.json"
     assert report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_file.read_text())
     failed = [f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"]]
-    log = (workdir / "job.log").read_text(errors="replace")[-3000:] if failed else ""
+    log = "".join(p.read_text(errors="replace")[-3000:] for p in sorted(workdir.glob(logs))) if failed else ""
     assert not failed and proc.returncode == 0, "\n".join(failed) + "\n" + proc.stdout[-2000:] + log
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1000)
+def test_short_soak_loses_nothing(tmp_path: Path) -> None:
+    """6 SIGKILLs of the real ``run`` command (see ``benchmarks/soak.py``); every invariant holds."""
+    report = _soak(tmp_path / "soak", "--short", timeout=900, logs="job.log")
     names = {c["name"] for c in report["checks"]}
     assert {
         "job_finished",
@@ -195,3 +207,31 @@ def test_short_soak_loses_nothing(tmp_path: Path) -> None:
     assert {k["mode"] for k in kills} == {"group", "write", "worker", "coordinator"}
     assert any(k["phase"] == "full" for k in kills)
     assert any(k["mode"] == "write" and k["detail"].startswith("during the write of") for k in kills)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(400)
+def test_short_postgres_soak_loses_nothing(tmp_path: Path) -> None:
+    """A host killed on a PostgreSQL study (see ``benchmarks/soak.py --postgres``): every invariant
+    holds, among them that the killed host's trial was failed by the heartbeat check and finished
+    by the other host with its label, curriculum and run folder."""
+    if pgserver.server_binaries() is None:
+        pytest.skip(pgserver.MISSING)
+    pytest.importorskip("psycopg", reason="psycopg not installed (test extra)")
+    report = _soak(tmp_path / "soak", "--postgres", "--short", timeout=360, logs="host-*.log")
+    assert {
+        "hosts_finished",
+        "no_trial_running",
+        "finished_trials_intact",
+        "no_trial_counted_twice",
+        "retries_keep_curriculum",
+        "killed_trials_retried",
+        "one_host_per_trial",
+        "no_result_lost",
+        "checkpoints_loadable",
+        "kills_done",
+    } <= {c["name"] for c in report["checks"]}
+    assert [k["mode"] for k in report["kills"]] == ["host"]
+    killed = report["killed_trials"]
+    assert killed and all(k["checkpoint"] for k in killed)

@@ -92,7 +92,7 @@ REQUEUED = "requeued"
 #: Number of the trial this one retries.
 RETRY_OF = "retry_of"
 #: Why it was retried (``killed``: a SIGKILLed process is retried once; ``environment``;
-#: ``timeout``).
+#: ``timeout``; ``heartbeat``: its host stopped beating, on a server database).
 RETRY_REASON = "retry_reason"
 #: Cause of a failure that was the environment's (``disk full``, ``CUDA error``...): not counted.
 ENVIRONMENT_FAILURE = "environment_failure"

@@ -51,6 +51,7 @@ from curriculum_search.search.storage import (
     RUN_LOCK,
     StorageSpec,
     database_errors,
+    heartbeat_grace_s,
     lock_held,
     storage_spec,
     study_lock,
@@ -59,6 +60,7 @@ from curriculum_search.search.study import (
     enqueue_baselines,
     enqueue_retry,
     ensure_zoo,
+    fail_stale,
     finished_count,
     first_stage_min,
     open_study,
@@ -136,6 +138,13 @@ def _coordinate(
     limit = trial_time_limit(space)
     env_failures: list[str] = []  # environment failures in a row (disk full, CUDA error...)
     next_twin_check = 0.0
+    # server databases: trials other hosts run count toward the target too (no host claims past
+    # it), and a host with nothing left to claim waits for them: when one's heartbeat stops (its
+    # host died), it is failed, re-queued and run here, so no trial stays RUNNING and a dead host's
+    # baseline is not replaced by a new trial
+    others, next_host_check = 0, 0.0
+    others_seen: dict[int, float] = {}  # when this coordinator first saw each of them
+    patience = limit + heartbeat_grace_s() if spec.is_server else 0.0
     with heartbeats(
         study,
         lambda: [r.trial._trial_id for r in running.values()] + [t._trial_id for t, _ in waiting_reuse],
@@ -143,6 +152,10 @@ def _coordinate(
     ):
         try:
             while True:
+                if spec.is_server and time.time() >= next_host_check:
+                    next_host_check = time.time() + TWIN_CHECK_S
+                    fail_stale(study)
+                    others = _others_running(study, running, waiting_reuse, others_seen, patience)
                 done = finished_count(study)
                 out_of_time = timeout is not None and time.time() - t_start > timeout
                 if out_of_time and (running or waiting_reuse):  # --timeout holds even if a trial hangs
@@ -152,10 +165,10 @@ def _coordinate(
                 while (
                     not out_of_time
                     and len(running) + len(waiting_reuse) < workers
-                    and done + len(running) + len(waiting_reuse) < target
+                    and done + len(running) + len(waiting_reuse) + others < target
                 ):
                     if spec.is_server:
-                        optuna.storages.fail_stale_trials(study)
+                        fail_stale(study)
                     trial = claim(study, spec.is_server)
                     choice = _decode(trial, space)
                     prepared = _prepare_trial(space, study, trial, choice, opts)
@@ -176,7 +189,7 @@ def _coordinate(
                     running[trial.number] = _launch(
                         space, study, spec, trial, choice, opts, slot, threads, gpu_ids
                     )
-                if not running and not waiting_reuse:
+                if not running and not waiting_reuse and not (others and done < target and not out_of_time):
                     break
                 time.sleep(0.25)
                 if workers == 1 and running:
@@ -223,6 +236,27 @@ def _coordinate(
         finally:
             it_bar.close()
             bar.close()
+
+
+def _others_running(
+    study: optuna.Study,
+    running: dict[int, _Running],
+    waiting: list[tuple[optuna.Trial, CurriculumChoice]],
+    seen: dict[int, float],
+    patience: float,
+) -> int:
+    """Trials other hosts run (RUNNING in the storage, not here), which count toward the target.
+
+    ``seen`` keeps when each was first seen; one running for longer than ``patience`` (the per-trial
+    limit plus the heartbeat grace: its host would have killed it, or its heartbeat would have
+    stopped) is no longer counted: it has no heartbeat (claimed by an older version, or its host
+    died within the claim), so it would never end and a host would wait for it forever."""
+    ours = set(running) | {t.number for t, _ in waiting}
+    now = time.time()
+    current = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))} - ours
+    for n in set(seen) - current:
+        del seen[n]
+    return sum(1 for n in current if now - seen.setdefault(n, now) <= patience)
 
 
 def _reused_line(trial: optuna.Trial, choice: CurriculumChoice) -> str:

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from curriculum_search.search.failures import low_disk
 from curriculum_search.search.protocol import TrialJob, TrialResult
-from curriculum_search.search.storage import secret_env
+from curriculum_search.search.storage import beat_every_s, secret_env
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +175,13 @@ def still_ours(study: optuna.Study, trial: optuna.Trial) -> bool:
 def start_heartbeat(
     study: optuna.Study, trial_ids: Callable[[], list[int]], stop: threading.Event
 ) -> threading.Thread:
-    """Record Optuna heartbeats of the running trials every 10 s (server databases)."""
+    """Record Optuna heartbeats of the running trials every :func:`beat_every_s` seconds (10 s by
+    default; server databases)."""
     storage = study._storage
+    every = beat_every_s()
 
     def beat() -> None:
-        while not stop.wait(10):
+        while not stop.wait(every):
             for tid in trial_ids():
                 try:
                     storage.record_heartbeat(tid)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import random
 import re
@@ -25,14 +26,26 @@ from typing import Any
 from urllib.parse import quote
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from curriculum_search.errors import StudyError
 
 HEARTBEAT_S = 30
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Server databases: seconds after its last heartbeat when a RUNNING trial counts as its host's
+#: death: the next coordinator that claims a trial fails it and re-queues it (default).
 GRACE_S = 120
+#: Seconds between the heartbeats a coordinator records for its running trials (at most; a
+#: shorter grace period beats more often, four beats per grace period).
+BEAT_S = 10.0
+#: Environment variable that sets the grace period (seconds, at least :data:`MIN_GRACE_S`) instead
+#: of :data:`GRACE_S`; every host of a study must use the same value (a host with a shorter one
+#: fails the live trials of the others). Meant for tests and the soak (``benchmarks/soak.py
+#: --postgres``), which need a killed host noticed in seconds, not minutes.
+GRACE_ENV = "CURRICULUM_SEARCH_HEARTBEAT_GRACE_S"
+#: Below this, a busy host's late heartbeat could get its live trials failed.
+MIN_GRACE_S = 4.0
 _STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -75,6 +88,33 @@ class StorageSpec:
         from sqlalchemy.engine import make_url
 
         return make_url(self.url).set(password=self.password).render_as_string(hide_password=False)
+
+
+def heartbeat_grace_s(environ: Mapping[str, str] | None = None) -> float:
+    """The heartbeat grace period: :data:`GRACE_ENV` when set, else :data:`GRACE_S`.
+
+    Raises:
+        StudyError: the variable is not a number of seconds >= :data:`MIN_GRACE_S`.
+    """
+    env = os.environ if environ is None else environ
+    text = env.get(GRACE_ENV, "").strip()
+    if not text:
+        return float(GRACE_S)
+    try:
+        grace = float(text)
+    except ValueError:
+        grace = float("nan")
+    if not math.isfinite(grace) or grace < MIN_GRACE_S:
+        raise StudyError(
+            f"{GRACE_ENV}={text!r}: the heartbeat grace period must be a number of seconds >= "
+            f"{MIN_GRACE_S:g} (default {GRACE_S}); unset it to use the default"
+        )
+    return grace
+
+
+def beat_every_s(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds between a coordinator's heartbeats: :data:`BEAT_S`, or a quarter of a shorter grace."""
+    return min(BEAT_S, heartbeat_grace_s(environ) / 4)
 
 
 def redact_url(url: str) -> str:
@@ -208,9 +248,8 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
     if heartbeat:
         kwargs = dict(
             heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+            grace_period=heartbeat_grace_s(),
+        )  # stale trials are failed and re-queued by ``study.fail_stale`` (not Optuna's callback)
     try:
         return _rdb_storage(spec.connect_url, engine_kwargs={"pool_pre_ping": True}, **kwargs)  # type: ignore[arg-type]
     except ImportError as exc:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from curriculum_search._version import __version__
@@ -27,7 +28,7 @@ from curriculum_search.search.space import (
     pool_hash,
     space_from_dict,
 )
-from curriculum_search.search.storage import StorageSpec, open_storage
+from curriculum_search.search.storage import StorageSpec, heartbeat_grace_s, open_storage
 from curriculum_search.utils.config import to_dict
 from curriculum_search.utils.io import stable_hash
 
@@ -200,6 +201,55 @@ def recover_interrupted(study: optuna.Study, echo: Callable[[str], None]) -> int
         n += 1
     if n:
         echo(f"re-queued {n} interrupted trial(s); they resume from their last checkpoint")
+    return n
+
+
+#: A trial whose host stopped beating is retried at most this many times in a row: a curriculum
+#: that brings its host down (out of memory) fails for good instead of downing host after host.
+HEARTBEAT_RETRIES = 3
+
+
+def fail_stale(study: optuna.Study) -> int:
+    """Server databases: fail the RUNNING trials whose heartbeat stopped for the grace period (their
+    host died, or was paused that long) and re-queue them like interrupted trials: not counted, one
+    retry each with its curriculum and baseline label, resuming from its last checkpoint.
+
+    Replaces Optuna's ``fail_stale_trials`` + ``RetryHeartbeatStaleTrialCallback``, whose failed
+    trial counted toward the target and whose retry lacked ``retry_of``. Safe with many
+    coordinators: the trial is marked before its FAIL, and only the coordinator whose FAIL wins
+    (a row lock) re-queues it. Two windows stay, each a few milliseconds after a silence of the
+    whole grace period: the original's host coming back between the mark and the FAIL (its result
+    is kept but not counted: the study runs one trial more), this coordinator dying between the
+    FAIL and the re-queue (no retry: a new trial takes its place)."""
+    storage = study._storage
+    stale = storage._get_stale_trial_ids(study._study_id)  # type: ignore[attr-defined]
+    if not stale:
+        return 0
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    n = 0
+    for tid in stale:
+        trial = storage.get_trial(tid)
+        depth, t = 0, trial  # heartbeat retries in a row up to this one
+        while t.user_attrs.get(A.RETRY_REASON) == "heartbeat" and t.user_attrs.get(A.RETRY_OF) in by_number:
+            depth += 1
+            t = by_number[t.user_attrs[A.RETRY_OF]]
+        retry = depth < HEARTBEAT_RETRIES
+        why = f"heartbeat lost: its host stopped answering for over {heartbeat_grace_s():g} s; " + (
+            "re-queued, the retry resumes from its last checkpoint"
+            if retry
+            else f"its host was lost {depth + 1} times in a row: failed for good"
+        )
+        try:
+            storage.set_trial_user_attr(tid, A.FAILURE_REASON, why)
+            if retry:
+                storage.set_trial_user_attr(tid, A.REQUEUED, True)
+            if not storage.set_trial_state_values(tid, TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # finished meanwhile: another coordinator failed it first
+        if retry:
+            enqueue_retry(study, storage.get_trial(tid), reason="heartbeat")
+        n += 1
     return n
 
 
