@@ -35,7 +35,7 @@ TEACHER_BACKBONE = "resnet10t"  # of the `teacher_ckpt` fixture (conftest.py)
 
 @pytest.fixture(scope="module")
 def space() -> SearchSpace:
-    shipped = load_space(REPO / "space" / "default.yaml")
+    shipped = load_space(REPO / "tests" / "spaces" / "three_teachers.yaml")
     return dataclasses.replace(
         shipped, proxy=dataclasses.replace(shipped.proxy, iterations=300, eval_every=100)
     )

@@ -22,7 +22,8 @@ from curriculum_search.search.space import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT = REPO / "space" / "default.yaml"
+DEFAULT = REPO / "tests" / "spaces" / "three_teachers.yaml"
+SHIPPED = REPO / "space" / "default.yaml"
 COCO = REPO / "space" / "coco_torchvision.yaml"
 
 
@@ -69,20 +70,33 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 
 
 def test_default_space_loads() -> None:
-    space = load_space(DEFAULT)
+    """The shipped default (issue 17's design): a small student, a CNN and a transformer teacher
+    trained clearly longer than the student's full length, a fixed learning rate, 3 race seeds."""
+    space = load_space(SHIPPED)
     assert space.name == "default"
-    assert space.data.kind == "synthetic" and space.data.image_size == 128
+    assert space.data.kind == "synthetic" and space.data.image_size == 96
     assert (space.student.arch, space.student.backbone, space.student.fpn_channels) == (
         "fcos",
         "mobilenetv3_small_050",
         32,
     )
-    assert set(space.teachers) == {"small", "medium", "pvt"}
+    assert set(space.teachers) == {"medium", "pvt"}
     assert all(e.kind == "zoo" for e in space.teachers.values())
     pvt = space.teachers["pvt"].zoo
     assert pvt is not None and pvt.spec.backbone == "pvt_v2_b0" and pvt.lr == 0.001
-    assert space.search.n_stages == (1, 3)
+    assert all(
+        e.zoo is not None and e.zoo.iterations >= 1.5 * space.full.iterations for e in space.teachers.values()
+    )
+    assert space.search.n_stages == (1, 2)
+    assert space.search.lr[0] == space.search.lr[1] == space.train.lr
+    assert space.selection.seeds[-1] >= 3
+
+
+def test_three_teacher_fixture_loads() -> None:
+    space = load_space(DEFAULT)
+    assert space.data.image_size == 128
     assert space.search_teachers == ("small", "medium", "pvt")
+    assert space.search.n_stages == (1, 3)
 
 
 def test_coco_space_loads_with_torchvision_classes() -> None:
