@@ -26,6 +26,7 @@ from curriculum_search.search.failures import race_time_limit
 from curriculum_search.search.options import SearchOptions, study_name
 from curriculum_search.search.processes import (
     Process,
+    claim,
     finish,
     gpus,
     heartbeats,
@@ -143,7 +144,7 @@ def _launch(
     rung: int,
 ) -> _Running:
     c = cands[key[0]]
-    trial = study.ask()
+    trial = claim(study, spec.is_server)  # server databases: its heartbeat starts at once
     run_dir = race_run_dir(spec, key)
     for k, v in {
         A.ARM_KEY: key[0],
