@@ -109,7 +109,8 @@ def _sample_params(rng: np.random.Generator, dists: dict[str, Any]) -> dict[str,
         elif isinstance(dist, IntDistribution):
             out[name] = int(rng.integers(dist.low, dist.high + 1))
         elif isinstance(dist, FloatDistribution) and dist.log:
-            out[name] = float(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high))))
+            v = float(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high))))
+            out[name] = min(max(v, dist.low), dist.high)  # exp(log(x)) may miss x by an ulp
         else:
             out[name] = float(rng.uniform(dist.low, dist.high))
     return out

@@ -187,6 +187,8 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing(tmp_path: Path):
         str(studies),
         "--threads",
         "1",
+        "--workers",
+        "1",  # one trial at a time: the kill leaves exactly one RUNNING
         "-q",
     ]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
