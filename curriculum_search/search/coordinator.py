@@ -69,7 +69,8 @@ from curriculum_search.search.study import (
 )
 
 # -- the coordinator -------------------------------------------------------------------------------
-#: Seconds between storage reads for the twins that trials waiting to reuse a result wait on.
+#: Seconds between reads of what other hosts do (server databases): stale trials, trials running
+#: elsewhere, and the twins that trials waiting to reuse a result wait on.
 TWIN_CHECK_S = 2.0
 
 
@@ -137,12 +138,11 @@ def _coordinate(
     )
     limit = trial_time_limit(space)
     env_failures: list[str] = []  # environment failures in a row (disk full, CUDA error...)
-    next_twin_check = 0.0
     # server databases: trials other hosts run count toward the target too (no host claims past
     # it), and a host with nothing left to claim waits for them: when one's heartbeat stops (its
     # host died), it is failed, re-queued and run here, so no trial stays RUNNING and a dead host's
     # baseline is not replaced by a new trial
-    others, next_host_check = 0, 0.0
+    others, next_host_check = 0, 0.0  # one read of other hosts' state per TWIN_CHECK_S
     others_seen: dict[int, float] = {}  # when this coordinator first saw each of them
     patience = limit + heartbeat_grace_s() if spec.is_server else 0.0
     with heartbeats(
@@ -152,7 +152,8 @@ def _coordinate(
     ):
         try:
             while True:
-                if spec.is_server and time.time() >= next_host_check:
+                ask_storage = spec.is_server and time.time() >= next_host_check
+                if ask_storage:  # every few seconds, not every tick
                     next_host_check = time.time() + TWIN_CHECK_S
                     fail_stale(study)
                     others = _others_running(study, running, waiting_reuse, others_seen, patience)
@@ -212,9 +213,6 @@ def _coordinate(
                             f"on the environment, last: {cause}; fix it and re-run the same command (those "
                             "trials run again; they do not count toward the target)"
                         )
-                ask_storage = spec.is_server and time.time() >= next_twin_check
-                if ask_storage:  # other hosts' twins: read the storage every few seconds, not every tick
-                    next_twin_check = time.time() + TWIN_CHECK_S
                 for trial, choice in list(waiting_reuse):
                     if choice.key in {r.choice.key for r in running.values()}:
                         continue  # its twin runs here
