@@ -134,10 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         wall = sum(r.wall_s for r in runs if r.arm == arm) / a.seeds
         delta = ""
         if st is not None:
-            inside = st.lo is None or st.lo <= 0.0 <= (st.hi if st.hi is not None else 0.0)
-            words = "within noise" if inside else ("beats" if st.mean > 0 else "worse than")
             iv = f"[{st.lo:+.3f}, {st.hi:+.3f}]" if st.lo is not None and st.hi is not None else "[n/a]"
-            delta = f"  vs student alone {st.mean:+.3f} {iv} ({words})"
+            delta = f"  {st.words()} the student alone: {st.mean:+.3f} {iv}"
         print(
             f"  {arm:<22} " + " ".join(f"{v:.3f}" for v in vals) + f"  mean {sum(vals) / len(vals):.3f}"
             f"  {wall:5.0f} s/run{delta}"
