@@ -277,6 +277,22 @@ def test_make_sampler(tmp_path: Path, name: str, cls: type) -> None:
     assert isinstance(make_sampler(space), cls)
 
 
+def test_run_seed_reseeds_the_sampler(tmp_path: Path) -> None:
+    """``run --seed N`` proposes other curricula than the space's seed (repeated pipelines differ),
+    the same ones for the same N, and an explicit ``sampler.params.seed`` still wins."""
+    space = load_space(_write(tmp_path, _set(_tiny(), "sampler", {"name": "random"})))
+
+    def draws(sampler: optuna.samplers.BaseSampler) -> list[float]:
+        study = optuna.create_study(sampler=sampler)
+        return [study.ask().suggest_float("x", 0.0, 1.0) for _ in range(3)]
+
+    assert draws(make_sampler(space, seed=1)) == draws(make_sampler(space, seed=1))
+    assert draws(make_sampler(space, seed=1)) != draws(make_sampler(space, seed=2))
+    assert draws(make_sampler(space)) == draws(make_sampler(space, seed=space.seed))
+    pinned = load_space(_write(tmp_path, _set(_tiny(), "sampler", {"name": "random", "params": {"seed": 7}})))
+    assert draws(make_sampler(pinned, seed=1)) == draws(make_sampler(pinned, seed=2))
+
+
 def test_cmaes_without_its_package_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 

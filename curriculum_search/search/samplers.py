@@ -67,8 +67,11 @@ def pruner_param_names(name: str) -> list[str]:
     }[name]
 
 
-def make_sampler(space: SearchSpace, *, source: str | Path | None = None) -> BaseSampler:
-    """The Optuna sampler of ``space`` (seeded with ``space.seed`` unless ``params.seed`` is given).
+def make_sampler(
+    space: SearchSpace, *, source: str | Path | None = None, seed: int | None = None
+) -> BaseSampler:
+    """The Optuna sampler of ``space``, seeded with ``params.seed`` if given, else ``seed`` (the
+    run's ``--seed``), else ``space.seed``.
 
     TPE defaults to ``multivariate=True`` (the parameter set is fixed, see
     :mod:`~curriculum_search.search.encoding`, so the joint model applies). ``grid`` enumerates
@@ -77,21 +80,22 @@ def make_sampler(space: SearchSpace, *, source: str | Path | None = None) -> Bas
     Args:
         space: the search space.
         source: the space file, named in errors.
+        seed: the run's seed override (``--seed``): another seed proposes other curricula.
 
     Raises:
         ConfigError: on ``sampler.name`` when the sampler's optional dependency is missing, or on
             ``sampler.params`` when Optuna rejects a value.
     """
     try:
-        return _build_sampler(space)
+        return _build_sampler(space, seed)
     except FieldError as exc:
         raise ConfigError(source, exc.field, exc.message) from None
 
 
-def _build_sampler(space: SearchSpace) -> BaseSampler:
+def _build_sampler(space: SearchSpace, seed: int | None = None) -> BaseSampler:
     cfg = space.sampler
     params = dict(cfg.params)
-    params.setdefault("seed", space.seed)
+    params.setdefault("seed", space.seed if seed is None else seed)
     cls = _sampler_class(cfg.name)
     if cfg.name == "grid":
         from curriculum_search.search.params import grid_search_space

@@ -105,7 +105,7 @@ def open_study(
     name = study_name(space, opts)
     storage = open_storage(spec)
     first_min = first_stage_min(space)
-    sampler = make_sampler(space, source=opts.space_file)
+    sampler = make_sampler(space, source=opts.space_file, seed=opts.seed)
     if spec.is_server:
         # many coordinators (one per host) share the study: with the space's seed each would
         # propose the very same curricula in the same order (duplicate work, twin trials racing
