@@ -258,7 +258,7 @@ def _plotly_figure(
                     x=s.x,
                     y=s.y,
                     error_y=err,
-                    mode="lines+markers",
+                    mode="markers" if kind == "scatter" else "lines+markers",
                     line={"shape": "hv"} if s.step else {},
                 )
             )
@@ -308,7 +308,8 @@ def _matplotlib_png(
             if s.step:
                 ax.step(s.x, s.y, where="post", label=s.name, marker="o")
             else:
-                ax.errorbar(s.x, s.y, yerr=s.err, label=s.name, marker="o", capsize=3)
+                ls = "none" if kind == "scatter" else "-"
+                ax.errorbar(s.x, s.y, yerr=s.err, label=s.name, marker="o", capsize=3, linestyle=ls)
         if log_x:
             ax.set_xscale("log")
     if hline is not None:
@@ -342,7 +343,7 @@ def save_plot(
 
     Args:
         name: file stem.
-        kind: ``line`` or ``bar``.
+        kind: ``line``, ``scatter`` (markers only) or ``bar``.
         title / xlabel / ylabel: labels.
         series: the data.
         out_dir: target folder.
@@ -598,16 +599,18 @@ def ensure_study(
     )
 
 
-def read_trials(root: Path, name: str) -> tuple[Any, ...]:
-    """The trials of study ``name`` under ``root``, read-only through the library's study reader
+def read_trials(root: Path, name: str, selection: bool = False) -> tuple[Any, ...]:
+    """The trials of study ``name`` under ``root`` (``selection``: of its selection study, the race
+    runs), read-only through the library's study reader
     (:class:`~curriculum_search.search.reader.TrialRecord`, in number order)."""
+    from curriculum_search.search.attrs import selection_study_name
     from curriculum_search.search.reader import StudyReader
     from curriculum_search.search.storage import open_readonly, storage_spec
 
     spec = storage_spec(root, name, None)
     reader = StudyReader(open_readonly(spec), spec.display)
     try:
-        return reader.trials(name)
+        return reader.trials(selection_study_name(name) if selection else name)
     finally:
         reader.close()
 

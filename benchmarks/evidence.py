@@ -1,0 +1,676 @@
+"""Evidence at a scale where differences are resolvable (issue 16): proxy fidelity, and the whole
+pipeline's pick against every baseline, on paired seeds, scored on the held-out report split.
+
+    python -m benchmarks.evidence                          # both tasks, writes benchmarks/results.json
+    python -m benchmarks.evidence --tasks retina_shapes64  # rerun one task (the others are kept)
+    python -m benchmarks.evidence --report                 # only rewrite RESULTS.md from results.json
+
+For each task (a space file: ``default`` is the embedded default ``space/default.yaml``,
+``retina_shapes64`` is ``benchmarks/spaces/retina_shapes64.yaml``; ``--space FILE`` adds any):
+
+1. **Zoo.** The space's teachers are trained once (``build_zoo``), their AP measured.
+2. **The pipeline, repeated.** ``--reps`` times (default 3) the product's main job exactly as a
+   user runs it (``curriculum_search.api.run``: search → selection race → shipped student), each
+   repeat with its own seed ``r`` (``run --seed r``: other sampler draws, other proxy seeds, race
+   seeds ``r .. r+2``) in its own study ``<task>-pipeline-s<r>``. The pick is the race's winner;
+   its held-out AP per race seed is what the race recorded on the report split.
+3. **Random search at equal compute.** For each repeat, random sampling (no pruning, no baselines,
+   seed ``r``) with as many proxy trials as the repeat's search + selection trained iterations
+   allow, less one full run (the one that ships); its best proxy trial is trained at full length
+   on the repeat's race seeds.
+4. **Full-length runs of the baselines** (student alone, direct KD from the strongest teacher,
+   weak→strong, the adaptation-cost heuristic order, as the study enqueued them) on every seed any
+   repeat raced, with the same recipe the race trains (all training images but the selection
+   carve-out), scored on the report split: the pick is compared with each of them on the very seeds
+   its race used (paired seeds: same seeds, data order and evaluation images).
+5. **Proxy fidelity.** At least ``--curricula`` (default 12) distinct curricula — the baselines,
+   the picks, random ones and searched ones — each trained at the proxy budget (scored on the
+   selection split's proxy subset, as the search sees it) and at full length (report split) on
+   seeds ``0 .. --seeds-1``: Kendall τ_b and Spearman ρ with bootstrap intervals, the noise
+   ceiling, P(proxy's best is the full-length best), the regret of the proxy's pick
+   (:mod:`benchmarks.evidence_stats`).
+
+Runs go to ``--workers`` processes at once (one thread each). Everything resumes: studies, race
+runs and benchmark runs (``<out>/studies/_evidence/<curriculum>-<phase>-s<seed>/``) are reused, so
+an interrupted benchmark continues where it stopped. ``benchmarks/results.json`` is rewritten after
+every task and ``benchmarks/RESULTS.md`` (with its plots) is generated from it
+(:mod:`benchmarks.evidence_report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import BENCH_DIR, OUT_DIR, SPACES_DIR, machine_info, machine_line  # noqa: E402
+from benchmarks.evidence_stats import across_repeats, fidelity, goals, paired  # noqa: E402
+
+log = logging.getLogger("benchmarks.evidence")
+
+#: The benchmark tasks: name -> space file.
+TASKS: dict[str, Path] = {
+    "default": ROOT / "space" / "default.yaml",
+    "retina_shapes64": SPACES_DIR / "retina_shapes64.yaml",
+}
+RESULTS_JSON = BENCH_DIR / "results.json"
+BASELINE_ORDER = ("student_only", "direct_strongest", "weak_to_strong", "heuristic")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much evidence to gather per task."""
+
+    reps: int = 3
+    seeds: int = 3
+    curricula: int = 12
+    workers: int = 2
+    confidence: float = 0.9
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """One curriculum of a task: its key, what it is and how to rebuild it."""
+
+    key: str
+    kind: str  # baseline | pick | random_pick | searched | random
+    label: str
+    choice: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One benchmark run: a curriculum at one phase (``proxy`` or ``full``) and seed."""
+
+    key: str
+    phase: str
+    seed: int
+
+
+# -- runs ------------------------------------------------------------------------------------------
+def train_one(space_file: str, studies: str, choice: dict[str, Any], phase: str, seed: int) -> dict[str, Any]:
+    """One run in its own process (resumes; a finished run is read back): ``proxy`` = the search's
+    proxy recipe scored on the selection split, ``full`` = the race's full-length recipe scored on
+    the report split."""
+    from curriculum_search.api import load_space
+    from curriculum_search.curriculum.trainer import RunOptions, recipe_hash, run_recipe
+    from curriculum_search.distill.cache import CacheConfig
+    from curriculum_search.search.choice import choice_from_dict
+    from curriculum_search.search.recipes import build_recipe
+
+    space = load_space(space_file)
+    root = Path(studies)
+    c = choice_from_dict(choice)
+    proxy = phase == "proxy"
+    phase_cfg = space.proxy if proxy else space.full
+    recipe = build_recipe(
+        space,
+        c,
+        iterations=phase_cfg.iterations,
+        proxy=proxy,
+        seed=seed,
+        studies_root=root,
+        split="selection" if proxy else "report",
+    )
+    rhash = recipe_hash(recipe)
+    out = root / "_evidence" / f"{c.key}-{phase}-s{seed}"
+    done = out / "metrics.json"
+    if done.is_file():
+        m = json.loads(done.read_text())
+        if m.get("recipe_hash") == rhash:
+            return {"key": c.key, "phase": phase, "seed": seed, "ap": m["ap"], "wall_s": 0.0}
+    t0 = time.perf_counter()
+    res = run_recipe(
+        recipe,
+        RunOptions(
+            out_dir=out,
+            cache_root=root / "_cache",
+            base_dir=root,
+            source=space_file,
+            cache=CacheConfig(root=root / "_cache" / "teachers"),
+            progress=False,
+            threads=1,
+        ),
+    )
+    return {
+        "key": c.key,
+        "phase": phase,
+        "seed": seed,
+        "ap": float(res.metrics.ap),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def run_jobs(
+    space_file: Path,
+    studies: Path,
+    curricula: dict[str, Curriculum],
+    jobs: Iterable[Job],
+    workers: int,
+    done: Callable[[dict[str, Any]], None],
+) -> float:
+    """Train ``jobs`` (full runs first: the longest) on ``workers`` processes; ``done`` per run."""
+    from joblib import Parallel, delayed
+
+    todo = sorted(set(jobs), key=lambda j: (j.phase != "full", j.seed, j.key))
+    t0 = time.perf_counter()
+    if todo:
+        log.info("%d runs on %d workers", len(todo), workers)
+        runs = Parallel(n_jobs=min(workers, len(todo)), return_as="generator_unordered")(
+            delayed(train_one)(str(space_file), str(studies), curricula[j.key].choice, j.phase, j.seed)
+            for j in todo
+        )
+        for i, r in enumerate(runs, 1):
+            done(r)
+            if i % 10 == 0 or i == len(todo):
+                log.info("  %d/%d runs done (%.0f s)", i, len(todo), time.perf_counter() - t0)
+    return time.perf_counter() - t0
+
+
+# -- studies ---------------------------------------------------------------------------------------
+def _trial_iterations(root: Path, name: str) -> tuple[int, float]:
+    """Student iterations a study's trials actually trained (pruned: to the pruning step; reused
+    results: 0) and their summed process wall time."""
+    from benchmarks.common import read_trials, trial_rows
+
+    rows = trial_rows(read_trials(root, name))
+    return sum(r["iterations"] for r in rows), sum(r["wall_s"] for r in rows)
+
+
+def _race_iterations(root: Path, name: str) -> tuple[int, float]:
+    from benchmarks.common import read_trials
+
+    its, wall = 0, 0.0
+    for t in read_trials(root, name, selection=True):
+        if t.state == "COMPLETE" and t.iterations:
+            its += int(t.iterations)
+            wall += float(t.wall_time_s or 0.0)
+    return its, wall
+
+
+def _baselines(root: Path, name: str) -> dict[str, Curriculum]:
+    """The study's enqueued baselines (name -> curriculum; identical curricula share a key)."""
+    from benchmarks.common import read_trials
+
+    out: dict[str, Curriculum] = {}
+    for t in read_trials(root, name):
+        if t.baseline in BASELINE_ORDER and t.curriculum and t.curriculum_key and t.baseline not in out:
+            out[t.baseline] = Curriculum(t.curriculum_key, "baseline", t.baseline, dict(t.curriculum))
+    return out
+
+
+def _study_curricula(root: Path, name: str, kind: str) -> list[Curriculum]:
+    """Every non-baseline curriculum a study tried, in trial order."""
+    from benchmarks.common import read_trials
+
+    return [
+        Curriculum(t.curriculum_key, kind, f"{kind} #{t.number}", dict(t.curriculum))
+        for t in read_trials(root, name)
+        if t.curriculum and t.curriculum_key and not t.baseline and t.state in ("COMPLETE", "PRUNED")
+    ]
+
+
+def _random_space(space_file: Path, root: Path, task: str) -> Path:
+    """The task's space with random sampling, no pruning (written next to the studies)."""
+    import yaml
+
+    raw = yaml.safe_load(space_file.read_text())
+    raw["name"] = f"{raw['name']}-random"
+    raw["sampler"] = {"name": "random"}
+    raw["pruner"] = {"name": "none"}
+    path = root / "_spaces" / f"{task}-random.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def run_pipeline(space_file: Path, root: Path, name: str, seed: int, workers: int) -> dict[str, Any]:
+    """The product's main job (zoo → search → selection → ship) as a user runs it, resumed if
+    started before; returns the decision, the pick's held-out values and what it cost."""
+    import curriculum_search as cs
+    from curriculum_search.search.race_report import load_decision
+    from curriculum_search.search.storage import storage_spec
+
+    t0 = time.perf_counter()
+    cs.run(
+        space_file,
+        studies_dir=root,
+        name=name,
+        seed=seed,
+        workers=workers,
+        threads=1,
+        progress=False,
+        echo=lambda s: log.info("%s: %s", name, s),
+    )
+    wall = time.perf_counter() - t0
+    decision = load_decision(storage_spec(root, name, None), name)
+    if decision is None:
+        raise RuntimeError(f"{name}: the run finished without a selection decision")
+    sel, final = decision["selection"], decision["final"]
+    search_its, search_wall = _trial_iterations(root, name)
+    race_its, race_wall = _race_iterations(root, name)
+    race_seeds = next(r["seeds"] for r in sel["rungs"] if r["iterations"] == sel["budget_iterations"])
+    return {
+        "study": name,
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "winner": sel["winner"],
+        "winner_key": sel["winner_key"],
+        "winner_is_baseline": sel["winner_is_baseline"],
+        "winner_description": sel["winner_description"],
+        "winner_curriculum": sel["winner_curriculum"],
+        "best_baseline_by_proxy": sel["best_baseline"],
+        "race_delta_selection_split": {"mean": sel["delta_ap_mean"], "interval": sel["delta_ap_interval"]},
+        "race_seeds": list(race_seeds),
+        "pick_report_ap": final.get("ap_per_seed"),
+        "race_student_alone_report_ap": final.get("student_alone_ap_per_seed"),
+        "search_iterations": search_its,
+        "search_process_s": round(search_wall, 1),
+        "race_iterations": race_its,
+        "race_process_s": round(race_wall, 1),
+    }
+
+
+def run_random_arm(
+    space_file: Path, root: Path, task: str, seed: int, budget_iterations: int, workers: int
+) -> dict[str, Any]:
+    """Random search spending ``budget_iterations`` proxy iterations; its best proxy trial."""
+    from curriculum_search.api import load_space
+    from curriculum_search.api import options as make_options
+    from curriculum_search.search.coordinator import run_search
+    from curriculum_search.search.results import best_trial
+    from curriculum_search.search.storage import load_study_readonly, storage_spec
+
+    rfile = _random_space(space_file, root, task)
+    space = load_space(rfile)
+    per_trial = space.proxy.iterations * space.proxy.seeds
+    trials = max(2, round(budget_iterations / per_trial))
+    name = f"{task}-random-s{seed}"
+    t0 = time.perf_counter()
+    opts = make_options(
+        root,
+        space_file=rfile,
+        name=name,
+        seed=seed,
+        trials=trials,
+        workers=workers,
+        threads=1,
+        progress=False,
+        echo=lambda s: log.info("%s: %s", name, s),
+    )
+    run_search(space, opts, enqueue=False)
+    wall = time.perf_counter() - t0
+    study = load_study_readonly(storage_spec(root, name, None), name)
+    bt = best_trial(study)
+    if bt is None:
+        raise RuntimeError(f"{name}: no finished trial")
+    its, proc = _trial_iterations(root, name)
+    from curriculum_search.search import attrs as A
+
+    return {
+        "study": name,
+        "seed": seed,
+        "trials": trials,
+        "wall_s": round(wall, 1),
+        "iterations": its,
+        "process_s": round(proc, 1),
+        "pick_trial": bt.number,
+        "pick_key": bt.user_attrs[A.CURRICULUM_KEY],
+        "pick_description": bt.user_attrs.get(A.DESCRIPTION),
+        "pick_curriculum": bt.user_attrs[A.CURRICULUM],
+        "pick_proxy_ap": bt.value,
+    }
+
+
+# -- one task --------------------------------------------------------------------------------------
+def _values(
+    runs: dict[tuple[str, str, int], float], key: str, phase: str, seeds: Iterable[int]
+) -> list[float]:
+    return [runs[(key, phase, s)] for s in seeds]
+
+
+def run_task(
+    task: str, space_file: Path, out: Path, st: Settings, save: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Everything of one task (see the module docstring); ``save(partial)`` after every step."""
+    from curriculum_search.api import load_space
+    from curriculum_search.distill.cache import CacheConfig
+    from curriculum_search.search.choice import choice_from_dict
+    from curriculum_search.search.zoo import build_zoo
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    space = load_space(space_file)
+    root = out / "studies"
+    t_task = time.perf_counter()
+    res: dict[str, Any] = {
+        "task": task,
+        "space_file": os.path.relpath(space_file, ROOT),
+        "settings": dataclasses.asdict(st),
+        "timings_s": {},
+        "complete": False,
+        "space": {
+            "image_size": space.data.image_size,
+            "student": space.student.label,
+            "proxy_iterations": space.proxy.iterations,
+            "full_iterations": space.full.iterations,
+            "trials": space.trials,
+            "race_seeds": list(space.selection.seeds),
+        },
+    }
+    # 1. zoo
+    t0 = time.perf_counter()
+    infos = build_zoo(
+        space,
+        root,
+        cache=CacheConfig(root=root / "_cache" / "teachers"),
+        threads=1,
+        progress=False,
+        source=space_file,
+        reference=False,
+    )
+    res["timings_s"]["zoo"] = round(time.perf_counter() - t0, 1)
+    res["teachers"] = [
+        {"name": i.name, "label": i.label, "ap_selection_split": i.ap, "params": i.params, "gflops": i.gflops}
+        for i in infos
+        if i.kind != "reference"
+    ]
+    save(res)
+    # 2. the pipeline, repeated
+    t0 = time.perf_counter()
+    pipes = []
+    for r in range(st.reps):
+        log.info("%s: pipeline %d/%d (seed %d)", task, r + 1, st.reps, r)
+        pipes.append(run_pipeline(space_file, root, f"{task}-pipeline-s{r}", r, st.workers))
+        res["pipelines"] = pipes
+        save(res)
+    res["timings_s"]["pipelines"] = round(time.perf_counter() - t0, 1)
+    full_its = space.full.iterations
+    # 3. random search at equal compute
+    t0 = time.perf_counter()
+    rnds = []
+    for p in pipes:
+        budget = p["search_iterations"] + p["race_iterations"] - full_its
+        log.info("%s: random search, seed %d, %d proxy iterations", task, p["seed"], budget)
+        rnds.append(run_random_arm(space_file, root, task, p["seed"], budget, st.workers))
+        res["random_search"] = rnds
+        save(res)
+    res["timings_s"]["random_search"] = round(time.perf_counter() - t0, 1)
+    # 4-5. curricula and runs
+    base = _baselines(root, pipes[0]["study"])
+    cur: dict[str, Curriculum] = {}
+    for b in BASELINE_ORDER:
+        if b in base:
+            cur.setdefault(base[b].key, base[b])
+    for p in pipes:
+        c = Curriculum(p["winner_key"], "pick", f"pick s{p['seed']}", p["winner_curriculum"])
+        cur.setdefault(c.key, c)
+    for a in rnds:
+        c = Curriculum(a["pick_key"], "random_pick", f"random-search pick s{a['seed']}", a["pick_curriculum"])
+        cur.setdefault(c.key, c)
+    fillers = [_study_curricula(root, p["study"], "searched") for p in pipes] + [
+        _study_curricula(root, a["study"], "random") for a in rnds
+    ]
+    i = 0
+    while len(cur) < st.curricula and any(fillers):
+        pool = fillers[i % len(fillers)]
+        i += 1
+        while pool:
+            c = pool.pop(0)
+            if c.key not in cur:
+                cur[c.key] = c
+                break
+    for c in cur.values():  # rebuildable (fails here, not in a worker)
+        choice_from_dict(c.choice)
+    fid_seeds = list(range(st.seeds))
+    jobs = {Job(k, ph, s) for k in cur for ph in ("proxy", "full") for s in fid_seeds}
+    rep_seeds = sorted({s for p in pipes for s in p["race_seeds"]})
+    jobs |= {Job(b.key, "full", s) for b in base.values() for s in rep_seeds}
+    jobs |= {Job(a["pick_key"], "full", s) for a, p in zip(rnds, pipes, strict=True) for s in p["race_seeds"]}
+    runs: dict[tuple[str, str, int], float] = {}
+    walls: list[float] = []
+    res["curricula"] = {
+        k: {"kind": c.kind, "label": c.label, "description": choice_from_dict(c.choice).describe()}
+        for k, c in cur.items()
+    }
+    res["baselines"] = {b: base[b].key for b in BASELINE_ORDER if b in base}
+
+    def done(r: dict[str, Any]) -> None:
+        runs[(r["key"], r["phase"], r["seed"])] = r["ap"]
+        walls.append(r["wall_s"])
+        res["runs"] = [{"key": k, "phase": ph, "seed": s, "ap": v} for (k, ph, s), v in sorted(runs.items())]
+        save(res)
+
+    res["timings_s"]["runs"] = round(run_jobs(space_file, root, cur, jobs, st.workers, done), 1)
+    res["runs_process_s"] = round(sum(walls), 1)
+    # 6. statistics
+    res.update(task_stats(space, cur, base, pipes, rnds, runs, fid_seeds, st))
+    res["timings_s"]["total"] = round(time.perf_counter() - t_task, 1)
+    res["complete"] = True
+    save(res)
+    return res
+
+
+def task_stats(
+    space: Any,
+    cur: dict[str, Curriculum],
+    base: dict[str, Curriculum],
+    pipes: list[dict[str, Any]],
+    rnds: list[dict[str, Any]],
+    runs: dict[tuple[str, str, int], float],
+    fid_seeds: list[int],
+    st: Settings,
+) -> dict[str, Any]:
+    """The task's headline figures from its runs (pure: used again by ``--report``)."""
+    from curriculum_search.search.race import pooled_seed_std
+
+    conf = st.confidence
+    keys = list(cur)
+    proxy = [_values(runs, k, "proxy", fid_seeds) for k in keys]
+    full = [_values(runs, k, "full", fid_seeds) for k in keys]
+    fid = fidelity(proxy, full, conf)
+    fid["curricula"] = [
+        {
+            "key": k,
+            "kind": cur[k].kind,
+            "label": cur[k].label,
+            "proxy_ap": p,
+            "full_ap": f,
+            "proxy_mean": sum(p) / len(p),
+            "full_mean": sum(f) / len(f),
+        }
+        for k, p, f in zip(keys, proxy, full, strict=True)
+    ]
+    fid["proxy_pick_key"] = keys[fid.pop("proxy_pick")]
+    fid["full_best_key"] = keys[fid.pop("full_best")]
+    rep_seeds = sorted({s for p in pipes for s in p["race_seeds"]})
+    b_vals = {b: _values(runs, c.key, "full", rep_seeds) for b, c in base.items()}
+    b_mean = {b: sum(v) / len(v) for b, v in b_vals.items()}
+    best = max(b_mean, key=lambda b: b_mean[b])
+    seed_std = pooled_seed_std({k: v for k, v in zip(keys, full, strict=True)})
+    per_rep = []
+    for p, a in zip(pipes, rnds, strict=True):
+        seeds = p["race_seeds"]
+        pick = p["pick_report_ap"]
+        rnd = _values(runs, a["pick_key"], "full", seeds)
+        row: dict[str, Any] = {
+            "seed": p["seed"],
+            "seeds": seeds,
+            "winner": p["winner"],
+            "winner_description": p["winner_description"],
+            "pick_ap": pick,
+            "random_pick_ap": rnd,
+            "vs": {b: paired(pick, _values(runs, base[b].key, "full", seeds), conf) for b in base},
+            "random_vs_best_baseline": paired(rnd, _values(runs, base[best].key, "full", seeds), conf),
+            "pick_vs_random": paired(pick, rnd, conf),
+            "compute_full_runs": (p["search_iterations"] + p["race_iterations"]) / space.full.iterations,
+            "random_compute_full_runs": (a["iterations"] + space.full.iterations) / space.full.iterations,
+        }
+        row["vs_best_baseline"] = row["vs"][best]
+        row["harm"] = (
+            row["vs_best_baseline"]["interval"] is not None and row["vs_best_baseline"]["interval"][1] < 0
+        )
+        alone = p.get("race_student_alone_report_ap")
+        if alone and "student_only" in base:
+            mine = _values(runs, base["student_only"].key, "full", seeds)
+            row["pairing_check_max_abs_diff"] = max(abs(x - y) for x, y in zip(alone, mine, strict=True))
+        per_rep.append(row)
+
+    def over_reps(field: str) -> dict[str, Any]:
+        return across_repeats([r[field]["mean"] for r in per_rep], conf)
+
+    pipeline = {
+        "best_baseline": best,
+        "per_repeat": per_rep,
+        "vs_best_baseline": over_reps("vs_best_baseline"),
+        "vs_baseline": {b: across_repeats([r["vs"][b]["mean"] for r in per_rep], conf) for b in base},
+        "random_vs_best_baseline": over_reps("random_vs_best_baseline"),
+        "pick_vs_random": over_reps("pick_vs_random"),
+        "harm_rate": sum(r["harm"] for r in per_rep) / len(per_rep),
+        "pick_ap_mean": sum(sum(r["pick_ap"]) / len(r["pick_ap"]) for r in per_rep) / len(per_rep),
+        "random_pick_ap_mean": sum(sum(r["random_pick_ap"]) / len(r["random_pick_ap"]) for r in per_rep)
+        / len(per_rep),
+        "compute_full_runs_mean": sum(r["compute_full_runs"] for r in per_rep) / len(per_rep),
+    }
+    alone = b_vals.get("student_only")
+    kd_gain = {}
+    if alone:
+        for b, v in b_vals.items():
+            if b == "student_only":
+                continue
+            d = paired(v, alone, conf)
+            d["ratio_mean_to_sd"] = d["mean"] / d["sd"] if d["sd"] else None
+            kd_gain[b] = d
+    return {
+        "fidelity": fid,
+        "baseline_ap": {
+            b: {"per_seed": dict(zip(map(str, rep_seeds), v, strict=True)), "mean": b_mean[b]}
+            for b, v in b_vals.items()
+        },
+        "seed_std": seed_std,
+        "kd_gain_over_student_alone": kd_gain,
+        "pipeline": pipeline,
+    }
+
+
+# -- the whole benchmark ---------------------------------------------------------------------------
+def read_results(path: Path = RESULTS_JSON) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.evidence_report import write_report
+
+    st = Settings(args.reps, args.seeds, args.curricula, args.workers, args.confidence)
+    tasks = dict(TASKS)
+    if args.space:
+        p = Path(args.space).resolve()
+        tasks = {p.stem: p}
+    names = args.tasks.split(",") if args.tasks else list(tasks)
+    unknown = [n for n in names if n not in tasks]
+    if unknown:
+        raise SystemExit(f"unknown task {unknown[0]!r} (known: {', '.join(tasks)}; --space FILE adds one)")
+    results = read_results(args.results)
+    results.setdefault("tasks", {})
+    t0 = time.perf_counter()
+    m = machine_info()
+    results.update(
+        {
+            "part": "evidence",
+            "command": "python -m benchmarks.evidence " + " ".join(sys.argv[1:]),
+            "machine": m,
+            "settings": dataclasses.asdict(st),
+        }
+    )
+    print(f"machine: {machine_line(m)}", flush=True)
+    for name in names:
+        out = Path(args.out) / name
+
+        def save(task_res: dict[str, Any]) -> None:
+            results["tasks"][task_res["task"]] = task_res
+            results["wall_s_this_call"] = round(time.perf_counter() - t0, 1)
+            results["goals"] = goals({k: v for k, v in results["tasks"].items() if v.get("complete")})
+            results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+            _write_json(args.results, results)
+
+        run_task(name, tasks[name], out, st, save)
+        write_report(results, args.results.parent)
+    return results
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    from curriculum_search.utils.io import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=1, default=float) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.evidence",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join((__doc__ or "").split("\n\n")[2:4]),
+    )
+    p.add_argument("--tasks", default=None, help=f"comma list among {', '.join(TASKS)} (default: all)")
+    p.add_argument("--space", default=None, help="a space file to run as the only task (named by its stem)")
+    p.add_argument(
+        "--reps", type=int, default=3, help="repeats of the whole pipeline, seeds 0..N-1 (default 3)"
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds per curriculum for proxy fidelity (default 3)")
+    p.add_argument(
+        "--curricula", type=int, default=12, help="distinct curricula for proxy fidelity (default 12)"
+    )
+    p.add_argument("--workers", type=int, default=2, help="processes at once, one thread each (default 2)")
+    p.add_argument("--confidence", type=float, default=0.9, help="two-sided interval level (default 0.9)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=OUT_DIR / "evidence",
+        help="studies and runs (default benchmarks/out/evidence)",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS_JSON,
+        help="results file; RESULTS.md and plots/ are written next to it (default benchmarks/results.json)",
+    )
+    p.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from the results file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    if args.report:
+        from benchmarks.evidence_report import write_report
+
+        results = read_results(args.results)
+        if not results:
+            print(
+                f"{args.results}: no results yet (run python -m benchmarks.evidence first)", file=sys.stderr
+            )
+            return 2
+        print(write_report(results, args.results.parent))
+        return 0
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+__all__ = ["TASKS", "Settings", "run", "run_task", "task_stats", "train_one"]
