@@ -1,4 +1,10 @@
-"""Benchmark suite of ``curriculum_search``: ``python -m benchmarks [--size ci|cpu|gpu] [--only a,b]``.
+"""Benchmark suite of ``curriculum_search``.
+
+* ``python -m benchmarks.evidence`` — the headline evidence (issue 16): the whole pipeline repeated
+  against every baseline and random search at equal compute, and proxy fidelity, on two tasks;
+  writes ``benchmarks/results.json`` and generates ``benchmarks/RESULTS.md`` from it.
+* ``python -m benchmarks [--size ci|cpu|gpu] [--only a,b]`` — the component benchmarks below,
+  reported in ``benchmarks/PARTS.md``.
 
 Parts (each also runnable alone as ``python -m benchmarks.<part>``):
 
@@ -12,7 +18,7 @@ Parts (each also runnable alone as ``python -m benchmarks.<part>``):
   of a proxy trial when a GPU is present;
 * ``dashboard_render`` — time to render each dashboard page for a generated 1,000-trial study.
 
-Results go to ``benchmarks/out/`` (JSON, git-ignored); ``benchmarks/RESULTS.md`` is rewritten from
+Results go to ``benchmarks/out/`` (JSON, git-ignored); ``benchmarks/PARTS.md`` is rewritten from
 them, with plots copied to ``benchmarks/plots/``.
 """
 

@@ -1,13 +1,16 @@
-"""Run the benchmark suite and (re)write ``benchmarks/RESULTS.md``.
+"""Run the component benchmarks and (re)write ``benchmarks/PARTS.md``.
+
+(The headline evidence — the whole pipeline against every baseline, proxy fidelity — is
+``python -m benchmarks.evidence``, which writes ``benchmarks/results.json`` and ``RESULTS.md``.)
 
     python -m benchmarks [--size ci|cpu|gpu] [--only step_overhead,quality,search_cost,scaling,dashboard_render]
-    python -m benchmarks --only report      # only rewrite RESULTS.md from the saved results
+    python -m benchmarks --only report      # only rewrite PARTS.md from the saved results
 
 Each part writes ``benchmarks/out/<size>/<part>.json``; after every part the report is rewritten
 from all saved results of that size, so an interrupted suite still leaves a report of what ran
 (parts without results are listed as not run, unfinished parts are labelled partial). ``--size
-cpu`` and ``gpu`` write ``benchmarks/RESULTS.md`` and copy the plots to ``benchmarks/plots/``;
-``--size ci`` (a plumbing check whose numbers mean nothing) writes ``benchmarks/out/ci/RESULTS.md``.
+cpu`` and ``gpu`` write ``benchmarks/PARTS.md`` and copy the plots to ``benchmarks/plots/``;
+``--size ci`` (a plumbing check whose numbers mean nothing) writes ``benchmarks/out/ci/PARTS.md``.
 A ``benchmarks/out/<size>/NOTES.md`` written by whoever ran the suite (e.g. "the CPU was shared
 with ...") is copied into the report under "Conditions of this run".
 """
@@ -124,11 +127,15 @@ def write_report(size: str, out: Path = OUT_DIR, path: Path | None = None) -> Pa
 
     rdir = size_dir(size, out)
     copy = size != "ci"
-    path = path or (BENCH_DIR / "RESULTS.md" if copy else rdir / "RESULTS.md")
+    path = path or (BENCH_DIR / "PARTS.md" if copy else rdir / "PARTS.md")
     results = {p: read_result(p, rdir) for p in PARTS}
     errors = {p: read_result(f"{p}.error", rdir) for p in PARTS}
     lines = [
-        "# Benchmark results",
+        "# Component benchmarks",
+        "",
+        "_The headline evidence (the whole pipeline against every baseline, proxy fidelity) is in "
+        "[RESULTS.md](RESULTS.md); this file covers the components: step overhead, search cost, "
+        "scaling, dashboard render time._",
         "",
         f"_Written by `python -m benchmarks --size {size}` from `benchmarks/out/{size}/*.json`; rerun it to "
         "update (do not edit by hand). Every figure below was measured, on the machine named with it; "

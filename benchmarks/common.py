@@ -6,7 +6,7 @@ Sizes (``--size``):
 
 * ``ci`` — a few minutes on a 2-core CPU: 64 px images, tens of iterations; checks the plumbing,
   its numbers mean nothing.
-* ``cpu`` (default) — the figures quoted in ``RESULTS.md``; the whole suite fits ~90 minutes on an
+* ``cpu`` (default) — the figures quoted in ``PARTS.md``; the whole suite fits ~90 minutes on an
   otherwise idle 2-core CPU.
 * ``gpu`` — longer runs and more data for a machine with a GPU.
 """

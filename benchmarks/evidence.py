@@ -65,6 +65,27 @@ TASKS: dict[str, Path] = {
     "default": ROOT / "space" / "default.yaml",
     "retina_shapes64": SPACES_DIR / "retina_shapes64.yaml",
 }
+#: How each task was designed and its budgets chosen (stored with its results).
+TASK_DESIGN: dict[str, str] = {
+    "default": (
+        "The embedded default (`space/default.yaml`), the task with the large capacity gap and the "
+        "transformer teacher: 96 px shapes, 4 classes, objects 15-50% of the side; an FCOS "
+        "MobileNetV3-small-0.5 student (0.3 M parameters) against a ResNet18 (11.7 M) and a PVT-v2-b0 "
+        "transformer (3.9 M, the weaker one: the intermediate teacher of a weak-to-strong curriculum, as "
+        "in MTPD). Budgets: the student's full length 400 iterations, the teachers 700 / 900 (paid once, "
+        "like pretrained teachers), lr fixed at 3e-3 (good for the student alone at this budget); chosen "
+        "in two design runs (issue 17) so the student learns within a few hundred iterations while a "
+        "teacher still has something to teach, not tuned to a seed."
+    ),
+    "retina_shapes64": (
+        "A second task unlike the default in data (6 classes, objects 20-55% of a 64 px side), "
+        "resolution (64 px) and detector head (RetinaNet: anchors and focal loss), with two CNN teachers, "
+        "ResNet18 and the intermediate ResNet10-T. Budgets copied from the default's proportions (student "
+        "400 iterations, teachers 700 / 500) and checked once with `python -m benchmarks.kd_gain` before "
+        "this benchmark (direct KD from ResNet18 +0.034 [+0.020, +0.048] AP over the student alone, "
+        "from ResNet10-T +0.015 [+0.012, +0.019], 3 paired seeds); nothing was tuned afterwards."
+    ),
+}
 RESULTS_JSON = BENCH_DIR / "results.json"
 BASELINE_ORDER = ("student_only", "direct_strongest", "weak_to_strong", "heuristic")
 
@@ -100,37 +121,50 @@ class Job:
 
 
 # -- runs ------------------------------------------------------------------------------------------
-def train_one(space_file: str, studies: str, choice: dict[str, Any], phase: str, seed: int) -> dict[str, Any]:
-    """One run in its own process (resumes; a finished run is read back): ``proxy`` = the search's
-    proxy recipe scored on the selection split, ``full`` = the race's full-length recipe scored on
-    the report split."""
+def _recipe(space_file: str, studies: str, choice: dict[str, Any], phase: str, seed: int) -> tuple[Any, Path]:
+    """The run's recipe and folder: ``proxy`` = the search's proxy recipe scored on the selection
+    split, ``full`` = the race's full-length recipe scored on the report split."""
     from curriculum_search.api import load_space
-    from curriculum_search.curriculum.trainer import RunOptions, recipe_hash, run_recipe
-    from curriculum_search.distill.cache import CacheConfig
     from curriculum_search.search.choice import choice_from_dict
     from curriculum_search.search.recipes import build_recipe
 
     space = load_space(space_file)
-    root = Path(studies)
     c = choice_from_dict(choice)
     proxy = phase == "proxy"
-    phase_cfg = space.proxy if proxy else space.full
     recipe = build_recipe(
         space,
         c,
-        iterations=phase_cfg.iterations,
+        iterations=(space.proxy if proxy else space.full).iterations,
         proxy=proxy,
         seed=seed,
-        studies_root=root,
+        studies_root=studies,
         split="selection" if proxy else "report",
     )
-    rhash = recipe_hash(recipe)
-    out = root / "_evidence" / f"{c.key}-{phase}-s{seed}"
+    return recipe, Path(studies) / "_evidence" / f"{c.key}-{phase}-s{seed}"
+
+
+def finished_ap(recipe: Any, out: Path) -> float | None:
+    """AP of a finished run of exactly ``recipe`` in ``out`` (``None``: not run, or another recipe)."""
+    from curriculum_search.curriculum.trainer import recipe_hash
+
     done = out / "metrics.json"
-    if done.is_file():
-        m = json.loads(done.read_text())
-        if m.get("recipe_hash") == rhash:
-            return {"key": c.key, "phase": phase, "seed": seed, "ap": m["ap"], "wall_s": 0.0}
+    if not done.is_file():
+        return None
+    m = json.loads(done.read_text())
+    return float(m["ap"]) if m.get("recipe_hash") == recipe_hash(recipe) else None
+
+
+def train_one(space_file: str, studies: str, choice: dict[str, Any], phase: str, seed: int) -> dict[str, Any]:
+    """One run in its own process (resumes from its checkpoint; a finished run is read back)."""
+    from curriculum_search.curriculum.trainer import RunOptions, run_recipe
+    from curriculum_search.distill.cache import CacheConfig
+
+    recipe, out = _recipe(space_file, studies, choice, phase, seed)
+    key = out.name.rsplit(f"-{phase}-", 1)[0]
+    ap = finished_ap(recipe, out)
+    if ap is not None:
+        return {"key": key, "phase": phase, "seed": seed, "ap": ap, "wall_s": 0.0}
+    root = Path(studies)
     t0 = time.perf_counter()
     res = run_recipe(
         recipe,
@@ -145,7 +179,7 @@ def train_one(space_file: str, studies: str, choice: dict[str, Any], phase: str,
         ),
     )
     return {
-        "key": c.key,
+        "key": key,
         "phase": phase,
         "seed": seed,
         "ap": float(res.metrics.ap),
@@ -161,10 +195,18 @@ def run_jobs(
     workers: int,
     done: Callable[[dict[str, Any]], None],
 ) -> float:
-    """Train ``jobs`` (full runs first: the longest) on ``workers`` processes; ``done`` per run."""
+    """Train ``jobs`` (full runs first: the longest) on ``workers`` processes; ``done`` per run
+    (finished runs are read back here, without a worker)."""
     from joblib import Parallel, delayed
 
-    todo = sorted(set(jobs), key=lambda j: (j.phase != "full", j.seed, j.key))
+    todo = []
+    for j in sorted(set(jobs), key=lambda j: (j.phase != "full", j.seed, j.key)):
+        recipe, out = _recipe(str(space_file), str(studies), curricula[j.key].choice, j.phase, j.seed)
+        ap = finished_ap(recipe, out)
+        if ap is None:
+            todo.append(j)
+        else:
+            done({"key": j.key, "phase": j.phase, "seed": j.seed, "ap": ap, "wall_s": 0.0})
     t0 = time.perf_counter()
     if todo:
         log.info("%d runs on %d workers", len(todo), workers)
@@ -358,6 +400,7 @@ def run_task(
         "task": task,
         "space_file": os.path.relpath(space_file, ROOT),
         "settings": dataclasses.asdict(st),
+        "design": TASK_DESIGN.get(task, ""),
         "timings_s": {},
         "complete": False,
         "space": {
@@ -593,6 +636,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "settings": dataclasses.asdict(st),
         }
     )
+    if args.conditions:
+        results["conditions"] = args.conditions
     print(f"machine: {machine_line(m)}", flush=True)
     for name in names:
         out = Path(args.out) / name
@@ -647,6 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="results file; RESULTS.md and plots/ are written next to it (default benchmarks/results.json)",
     )
     p.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from the results file")
+    p.add_argument(
+        "--conditions",
+        default=None,
+        help="what else the machine did while this ran (load, other jobs), stored in the results file "
+        "and quoted in RESULTS.md (with --report: added to the existing results)",
+    )
     return p
 
 
@@ -664,6 +715,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.results}: no results yet (run python -m benchmarks.evidence first)", file=sys.stderr
             )
             return 2
+        changed = bool(args.conditions)
+        if args.conditions:
+            results["conditions"] = args.conditions
+        for name, tr in results.get("tasks", {}).items():  # static design notes of results from before them
+            if not tr.get("design") and TASK_DESIGN.get(name):
+                tr["design"], changed = TASK_DESIGN[name], True
+        if changed:
+            _write_json(args.results, results)
         print(write_report(results, args.results.parent))
         return 0
     run(args)

@@ -123,6 +123,8 @@ def task_section(task: str, tr: Mapping[str, Any], report_dir: Path, plots: Path
         f"{sp.get('proxy_iterations')} iterations, full length {sp.get('full_iterations')}; "
         f"{sp.get('trials')} trials per search; the race on {sp.get('race_seeds')} seeds."
     )
+    if tr.get("design"):
+        lines += ["", f"**How it was designed.** {tr['design']}"]
     if not tr.get("complete"):
         lines += ["", "**Partial: this task did not finish; the figures below are what had run.**"]
     teachers = tr.get("teachers") or []
@@ -322,6 +324,8 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
         f"{results.get('wall_s_this_call', 0) / 60:.0f} min.",
         "",
     ]
+    if results.get("conditions"):
+        lines += [f"Conditions of this run: {results['conditions']}", ""]
     g = results.get("goals") or {}
     if g.get("per_task"):
         names = list(g["per_task"])
