@@ -668,3 +668,89 @@ def copy_plot(files: PlotFiles, plots_dir: Path = PLOTS_DIR) -> dict[str, str]:
             shutil.copyfile(src, dst)
             out[kind] = str(dst.relative_to(BENCH_DIR))
     return out
+
+
+# -- GPU sampling (scaling, gpu_smoke) -------------------------------------------------------------
+def _smi_gpu(index: int) -> str:
+    """``nvidia-smi -i`` id of this process' CUDA device ``index`` (through ``CUDA_VISIBLE_DEVICES``)."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[index] if index < len(visible) else str(index)
+
+
+def _smi_query(field_name: str, index: int) -> float | None:
+    """One numeric ``nvidia-smi --query-gpu`` field of device ``index``; ``None`` without nvidia-smi."""
+    try:
+        out = subprocess.run(
+            [
+                "nvidia-smi",
+                f"--query-gpu={field_name}",
+                "--format=csv,noheader,nounits",
+                "-i",
+                _smi_gpu(index),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+        return float(out.splitlines()[0]) if out else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+def gpu_utilization(index: int = 0) -> float | None:
+    """Percent of the last sample period in which a kernel ran on CUDA device ``index`` (any
+    process): ``torch.cuda.utilization`` (NVML, needs ``nvidia-ml-py``), else ``nvidia-smi``;
+    ``None`` when neither answers. Creates no CUDA context."""
+    import torch
+
+    try:
+        return float(torch.cuda.utilization(index))
+    except Exception:
+        return _smi_query("utilization.gpu", index)
+
+
+def gpu_memory_used_mb(index: int = 0) -> float | None:
+    """Memory in use on CUDA device ``index`` in MiB, every process and CUDA context included
+    (``torch.cuda.device_memory_used``, NVML, else ``nvidia-smi``'s ``memory.used``); ``None`` when
+    neither answers. Unlike ``torch.cuda.max_memory_allocated`` it sees other processes (trials)."""
+    import torch
+
+    try:
+        return torch.cuda.device_memory_used(index) / 2**20
+    except Exception:
+        return _smi_query("memory.used", index)
+
+
+class GpuSampler:
+    """Samples GPU utilisation (``util``, %) and, with ``memory=True``, device memory in use
+    (``mem_mb``, MiB) every ``interval`` seconds in a background thread while in its ``with`` block."""
+
+    def __init__(self, interval: float = 0.2, index: int = 0, memory: bool = False) -> None:
+        import threading
+
+        self.interval = interval
+        self.index = index
+        self.memory = memory
+        self.util: list[float] = []
+        self.mem_mb: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            u = gpu_utilization(self.index)
+            if u is not None:
+                self.util.append(u)
+            if self.memory:
+                m = gpu_memory_used_mb(self.index)
+                if m is not None:
+                    self.mem_mb.append(m)
+
+    def __enter__(self) -> GpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

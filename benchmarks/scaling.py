@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
     SPACES_DIR,
+    GpuSampler,
     add_common_args,
     ensure_zoo,
     fmt_range,
@@ -46,50 +45,6 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.search_cost import THROUGHPUT_TRIALS, throughput_study
-
-
-def _gpu_util() -> float | None:
-    import torch
-
-    try:
-        return float(torch.cuda.utilization())
-    except Exception:
-        pass
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-        return float(out.splitlines()[0]) if out else None
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return None
-
-
-class _Sampler:
-    """Samples GPU utilisation every ``interval`` seconds in a thread while active."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.values: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            v = _gpu_util()
-            if v is not None:
-                self.values.append(v)
-
-    def __enter__(self) -> _Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def proxy_trial_device_use(task: str, size: str, out: Path, threads: int | None = None) -> dict[str, Any]:
@@ -124,7 +79,7 @@ def proxy_trial_device_use(task: str, size: str, out: Path, threads: int | None 
         shutil.rmtree(run_dir, ignore_errors=True)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        with _Sampler() as sampler:
+        with GpuSampler() as sampler:
             t0 = time.perf_counter()
             r = run_recipe(
                 recipe,
@@ -145,7 +100,7 @@ def proxy_trial_device_use(task: str, size: str, out: Path, threads: int | None 
             "ap": r.metrics.ap,
         }
         if device.type == "cuda":
-            entry["gpu_util_pct"] = summarize(sampler.values)
+            entry["gpu_util_pct"] = summarize(sampler.util)
             entry["gpu_peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         res["runs"][phase] = entry
     return res
