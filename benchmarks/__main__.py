@@ -5,6 +5,7 @@
 
     python -m benchmarks [--size ci|cpu|gpu] [--only step_overhead,quality,search_cost,scaling,dashboard_render]
     python -m benchmarks --only report      # only rewrite PARTS.md from the saved results
+    python -m benchmarks --size gpu-smoke   # the GPU readiness check instead (benchmarks/gpu_smoke.py)
 
 Each part writes ``benchmarks/out/<size>/<part>.json``; after every part the report is rewritten
 from all saved results of that size, so an interrupted suite still leaves a report of what ran
@@ -206,7 +207,11 @@ def write_report(size: str, out: Path = OUT_DIR, path: Path | None = None) -> Pa
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--size", choices=SIZES, default=DEFAULT_SIZE, help="benchmark size (default: %(default)s)"
+        "--size",
+        choices=(*SIZES, "gpu-smoke"),
+        default=DEFAULT_SIZE,
+        help="benchmark size (default: %(default)s); gpu-smoke runs the GPU readiness check "
+        "(python -m benchmarks.gpu_smoke) instead of the suite",
     )
     p.add_argument(
         "--only",
@@ -227,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.size == "gpu-smoke":  # not a size of the parts: a separate check (benchmarks/gpu_smoke.py)
+        from benchmarks import gpu_smoke
+
+        return gpu_smoke.main(["--out", str(args.out / "gpu-smoke")])
     setup_logging()
     only = [x.strip() for x in args.only.split(",")] if args.only else [*PARTS]
     unknown = [x for x in only if x not in (*PARTS, "report")]

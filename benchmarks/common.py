@@ -723,8 +723,9 @@ def gpu_memory_used_mb(index: int = 0) -> float | None:
 
 
 class GpuSampler:
-    """Samples GPU utilisation (``util``, %) and, with ``memory=True``, device memory in use
-    (``mem_mb``, MiB) every ``interval`` seconds in a background thread while in its ``with`` block."""
+    """Samples GPU utilisation (``util``, %; ``times``: when, ``time.time()``) and, with
+    ``memory=True``, device memory in use (``mem_mb``, MiB) every ``interval`` seconds in a
+    background thread while in its ``with`` block."""
 
     def __init__(self, interval: float = 0.2, index: int = 0, memory: bool = False) -> None:
         import threading
@@ -733,15 +734,17 @@ class GpuSampler:
         self.index = index
         self.memory = memory
         self.util: list[float] = []
+        self.times: list[float] = []
         self.mem_mb: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            u = gpu_utilization(self.index)
+            t, u = time.time(), gpu_utilization(self.index)
             if u is not None:
                 self.util.append(u)
+                self.times.append(t)
             if self.memory:
                 m = gpu_memory_used_mb(self.index)
                 if m is not None:

@@ -1,0 +1,80 @@
+"""``python -m benchmarks.gpu_smoke``: the GPU readiness check's plumbing on the CPU (``--device
+cpu``, a one-teacher tiny space) and its refusal without CUDA. No test here needs a GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from benchmarks import __main__ as bench_main
+from benchmarks import gpu_smoke
+from tests.helpers import TINY, write_space
+
+PHASES = ("zoo", "proxy", "search", "race")
+
+
+@pytest.mark.slow
+def test_cpu_plumbing_writes_every_phase(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # one zoo teacher (trained in this process) and one stage: the fewest processes that still
+    # run every phase (two first trials, one new search trial next to reused baselines, a race)
+    space = write_space(
+        tmp_path,
+        teachers={"a": TINY["teachers"]["a"]},
+        search={"n_stages": [1, 1], "feature_losses": ["mse"], "pseudo": [False]},
+    )
+    out = tmp_path / "out"
+    argv = ["--device", "cpu", "--space", str(space), "--out", str(out), "--trials", "3", "--shortlist", "0"]
+    assert gpu_smoke.main(argv) == 0
+
+    res = json.loads((out / "gpu_smoke.json").read_text())
+    assert res["complete"] and res["within_budget"] and res["wall_s"] <= res["budget_s"] == 480
+    assert res["device"] == "cpu" and res["amp"] is False and res["machine"]["cores"]
+    for name in PHASES:
+        phase = res["phases"][name]
+        assert phase["wall_s"] > 0 and phase["images_per_s"] > 0, (name, phase)
+        assert not phase.get("failed"), phase
+        assert "gpu_util_pct" not in phase  # no GPU: no GPU figures, none made up
+    proxy = res["phases"]["proxy"]
+    assert [t["what"] for t in proxy["trials"]] == ["student_only", "direct_strongest"]
+    assert proxy["images_per_s_one_trial"] > 0 and proxy["one_trial"] == "direct_strongest"
+    search = res["phases"]["search"]
+    assert search["workers"] == 2 and search["finished"] == 3 and search["trials_per_hour"] > 0
+    race = res["phases"]["race"]
+    assert race["runs"] >= 2 and {r["seed"] for r in race["race_runs"]} == {0, 1}
+    # the space the trials ran: AMP off on the CPU, the race cut down
+    used = yaml.safe_load((out / "gpu_smoke_space.yaml").read_text())
+    assert used["train"]["amp"] is False and used["train"]["device"] == "cpu"
+    assert used["selection"]["seeds"] == [2] and used["selection"]["rungs"] == [1.0]
+    printed = capsys.readouterr().out
+    assert "**GPU smoke** on `cpu`" in printed and "| race, 2 workers |" in printed
+
+    # each start wipes <out>/studies for a fresh zoo, but never a folder it did not make
+    other = tmp_path / "other"
+    (other / "studies").mkdir(parents=True)
+    (other / "studies" / "keep.txt").write_text("mine")
+    assert gpu_smoke.main(["--device", "cpu", "--space", str(space), "--out", str(other)]) == 1
+    assert (other / "studies" / "keep.txt").read_text() == "mine"
+    assert "was not made by gpu_smoke" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda out: gpu_smoke.main(["--out", str(out)]),
+        lambda out: bench_main.main(["--size", "gpu-smoke", "--out", str(out)]),
+    ],
+)
+def test_without_cuda_exits_2_with_one_line(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored afterwards (the check pins one GPU)
+    assert run(tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpu_smoke needs a CUDA GPU;") and "--device cpu" in err
+    assert len(err.splitlines()) == 1
+    assert not list(tmp_path.rglob("gpu_smoke.json"))
