@@ -677,49 +677,51 @@ def _smi_gpu(index: int) -> str:
     return visible[index] if index < len(visible) else str(index)
 
 
-def _smi_query(field_name: str, index: int) -> float | None:
-    """One numeric ``nvidia-smi --query-gpu`` field of device ``index``; ``None`` without nvidia-smi."""
+def _smi_query(fields: str, index: int) -> list[float] | None:
+    """Numeric ``nvidia-smi --query-gpu`` fields (comma list) of device ``index`` in one call;
+    ``None`` without nvidia-smi or an answer."""
     try:
         out = subprocess.run(
-            [
-                "nvidia-smi",
-                f"--query-gpu={field_name}",
-                "--format=csv,noheader,nounits",
-                "-i",
-                _smi_gpu(index),
-            ],
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-i", _smi_gpu(index)],
             capture_output=True,
             text=True,
             timeout=5,
             check=False,
         ).stdout.strip()
-        return float(out.splitlines()[0]) if out else None
-    except (OSError, ValueError, subprocess.SubprocessError):
+        return [float(v) for v in out.splitlines()[0].split(",")] if out else None
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
         return None
 
 
-def gpu_utilization(index: int = 0) -> float | None:
-    """Percent of the last sample period in which a kernel ran on CUDA device ``index`` (any
-    process): ``torch.cuda.utilization`` (NVML, needs ``nvidia-ml-py``), else ``nvidia-smi``;
-    ``None`` when neither answers. Creates no CUDA context."""
+def gpu_sample(index: int = 0, memory: bool = True) -> tuple[float | None, float | None]:
+    """``(utilisation %, memory in use MiB)`` of CUDA device ``index``, every process included.
+
+    Utilisation is the share of the last sample period in which a kernel ran; memory counts every
+    process' CUDA context and caching-allocator reserve (unlike ``torch.cuda.max_memory_allocated``
+    it sees other processes: trials). Asked from NVML (``torch.cuda.utilization`` /
+    ``device_memory_used``, needs ``nvidia-ml-py``), else from one ``nvidia-smi`` call; ``None``
+    where neither answers (or memory is not asked). Creates no CUDA context.
+    """
     import torch
 
     try:
-        return float(torch.cuda.utilization(index))
+        util = float(torch.cuda.utilization(index))
+        return util, (torch.cuda.device_memory_used(index) / 2**20 if memory else None)
     except Exception:
-        return _smi_query("utilization.gpu", index)
+        vals = _smi_query("utilization.gpu,memory.used" if memory else "utilization.gpu", index)
+    if not vals:
+        return None, None
+    return vals[0], (vals[1] if memory and len(vals) > 1 else None)
+
+
+def gpu_utilization(index: int = 0) -> float | None:
+    """Utilisation of CUDA device ``index`` in % (see :func:`gpu_sample`); ``None`` if unknown."""
+    return gpu_sample(index, memory=False)[0]
 
 
 def gpu_memory_used_mb(index: int = 0) -> float | None:
-    """Memory in use on CUDA device ``index`` in MiB, every process and CUDA context included
-    (``torch.cuda.device_memory_used``, NVML, else ``nvidia-smi``'s ``memory.used``); ``None`` when
-    neither answers. Unlike ``torch.cuda.max_memory_allocated`` it sees other processes (trials)."""
-    import torch
-
-    try:
-        return torch.cuda.device_memory_used(index) / 2**20
-    except Exception:
-        return _smi_query("memory.used", index)
+    """Memory in use on CUDA device ``index`` in MiB (see :func:`gpu_sample`); ``None`` if unknown."""
+    return gpu_sample(index)[1]
 
 
 class GpuSampler:
@@ -741,14 +743,13 @@ class GpuSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            t, u = time.time(), gpu_utilization(self.index)
+            t = time.time()
+            u, m = gpu_sample(self.index, self.memory)
             if u is not None:
                 self.util.append(u)
                 self.times.append(t)
-            if self.memory:
-                m = gpu_memory_used_mb(self.index)
-                if m is not None:
-                    self.mem_mb.append(m)
+            if m is not None:
+                self.mem_mb.append(m)
 
     def __enter__(self) -> GpuSampler:
         self._thread.start()

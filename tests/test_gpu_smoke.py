@@ -4,6 +4,8 @@ cpu``, a one-teacher tiny space) and its refusal without CUDA. No test here need
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,90 @@ def test_without_cuda_exits_2_with_one_line(
     assert err.startswith("gpu_smoke needs a CUDA GPU;") and "--device cpu" in err
     assert len(err.splitlines()) == 1
     assert not list(tmp_path.rglob("gpu_smoke.json"))
+
+
+def test_gpu_sample_falls_back_to_one_nvidia_smi_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.common import GpuSampler, gpu_sample
+
+    log = tmp_path / "calls"
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text(f'#!/bin/sh\necho "$@" >> {log}\necho "37, 1234"\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+
+    def no_nvml(*a: object) -> int:
+        raise ModuleNotFoundError("nvidia-ml-py")
+
+    monkeypatch.setattr(torch.cuda, "utilization", no_nvml)
+    assert gpu_sample(0) == (37.0, 1234.0)
+    assert gpu_sample(1, memory=False) == (37.0, None)
+    calls = log.read_text().splitlines()
+    assert "--query-gpu=utilization.gpu,memory.used" in calls[0] and calls[0].endswith("-i 3")
+    assert "--query-gpu=utilization.gpu " in calls[1] + " " and calls[1].endswith("-i 1")
+    with GpuSampler(0.02, memory=True) as s:
+        time.sleep(0.3)
+    assert s.util and set(s.util) == {37.0} and set(s.mem_mb) == {1234.0} and len(s.times) == len(s.util)
+
+    smi.unlink()  # no nvidia-smi, no NVML: nothing, not an error
+    assert gpu_sample(0) == (None, None)
+
+
+def test_markdown_of_a_gpu_result() -> None:
+    util = {"n": 10, "median": 80.0, "min": 40.0, "max": 99.0, "mean": 75.0, "std": 5.0}
+    gpu = {"gpu_util_pct": util, "gpu_mem_start_mb": 600.0, "gpu_mem_peak_mb": 5120.0}
+    res = {
+        "device_name": "NVIDIA H200",
+        "torch": "2.14.1",
+        "cuda": "13.0",
+        "amp": True,
+        "amp_dtype": "bfloat16",
+        "batch_size": 8,
+        "proxy_iterations": 150,
+        "full_iterations": 400,
+        "workers": 2,
+        "budget_s": 480.0,
+        "wall_s": 300.0,
+        "within_budget": True,
+        "complete": True,
+        "sampling": {"interval_s": 0.2, "util": "nvidia-smi", "memory": "nvidia-smi"},
+        "phases": {
+            "zoo": {
+                "wall_s": 60.0,
+                "images_per_s": 400.0,
+                "teachers": [{"name": "medium", "ap": 0.5}],
+                **gpu,
+            },
+            "proxy": {
+                "wall_s": 40.0,
+                "images_per_s": 90.0,
+                "images_per_s_one_trial": 300.0,
+                "one_trial": "direct_strongest",
+                **gpu,
+            },
+            "search": {
+                "wall_s": 60.0,
+                "images_per_s": 150.0,
+                "finished": 4,
+                "reused": 0,
+                "trials_per_hour": 240.0,
+                "workers": 2,
+                "gpu_util_both_pct": util,
+                **gpu,
+            },
+            "race": {"skipped": "budget spent"},
+        },
+    }
+    md = gpu_smoke.markdown(res)
+    assert "`NVIDIA H200`" in md and "AMP bfloat16" in md and "within the 480 s budget" in md
+    assert (
+        "| first trials, 1 worker | 40.0 | 300.0 (one direct_strongest trial); 90.0 phase | 75 / 80 |" in md
+    )
+    assert "| 600 | 5120 |" in md and "skipped: budget spent" in md and "240.0 trials/hour" in md
+    (line,) = gpu_smoke.headline(res)
+    assert (
+        "300.0 images/s, GPU utilisation 80% (median)" in line and "240.0 trials/hour with 2 workers" in line
+    )
