@@ -5,6 +5,11 @@
   writes ``benchmarks/results.json`` and generates ``benchmarks/RESULTS.md`` from it.
 * ``python -m benchmarks [--size ci|cpu|gpu] [--only a,b]`` — the component benchmarks below,
   reported in ``benchmarks/PARTS.md``.
+* ``python -m benchmarks.gpu_smoke`` (or ``python -m benchmarks --size gpu-smoke``) — the GPU
+  readiness check (issue 16): zoo, one CUDA + AMP proxy trial alone, a search with two workers
+  sharing the GPU and a short race in at most 8 minutes, with images/s, GPU utilisation and peak
+  memory per phase in ``benchmarks/out/gpu-smoke/gpu_smoke.json`` (``--device cpu``: a plumbing
+  check without a GPU).
 
 Parts (each also runnable alone as ``python -m benchmarks.<part>``):
 
