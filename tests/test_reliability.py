@@ -984,3 +984,23 @@ def test_race_runs_stopped_with_their_coordinator_never_count_as_failed(tmp_path
         _recover(study, lambda s: None)  # the coordinator was killed while the run trained
     assert ("a", 100, 0) not in race_results(study)  # run again, not "failed"
     assert all(t.user_attrs["interrupted_by"] == "coordinator" for t in study.trials)
+
+
+def test_trial_processes_get_the_gpus_this_process_sees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under CUDA_VISIBLE_DEVICES=2,3 the trial processes go to physical GPUs 2 and 3 (indices 0
+    and 1 would be other GPUs); ``cuda:N`` keeps this process' N-th GPU, which the trial process
+    then sees as its only one (``cuda``)."""
+    import torch
+
+    from curriculum_search.search.processes import gpus, pinned_device, worker_count
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpus(None) == ["0", "1"] and gpus("cuda") == ["0", "1"] and gpus("cpu") == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert gpus(None) == ["2", "3"] and gpus("cuda:1") == ["3"] and gpus("cuda:5") == []
+    assert worker_count(None, None, "cuda:0") == 1 and worker_count(None, None, None) == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa, GPU-bbbb")  # UUIDs are entries too
+    assert gpus(None) == ["GPU-aaaa", "GPU-bbbb"]
+    assert pinned_device("cuda:1") == "cuda" and pinned_device("cuda") == "cuda"
+    assert pinned_device("cpu") == "cpu" and pinned_device(None) is None

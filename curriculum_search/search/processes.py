@@ -8,6 +8,7 @@ included, is freed when it ends; a crash or an out-of-memory kill cannot take th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -75,15 +76,30 @@ def finish(process: Process) -> tuple[TrialResult, float, bool]:
 
 
 def gpus(device: str | None) -> list[str]:
-    """CUDA device indices to spread trial processes over (none on a CPU-only machine)."""
+    """The GPUs to spread trial processes over, as ``CUDA_VISIBLE_DEVICES`` entries of this
+    machine (none on a CPU-only machine or for ``cpu``).
+
+    Each trial process sees exactly one of them, so the entries are the ones *this* process sees:
+    under ``CUDA_VISIBLE_DEVICES=2,3`` they are ``2`` and ``3`` (not ``0`` and ``1``, which would be
+    other physical GPUs); ``cuda:N`` keeps only this process' N-th GPU.
+    """
     if device is not None and device.startswith("cpu"):
         return []
     try:
         import torch
 
-        return [str(i) for i in range(torch.cuda.device_count())]
+        count = torch.cuda.device_count()
     except Exception:
         return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is None:
+        visible = [str(i) for i in range(count)]
+    else:
+        visible = [e.strip() for e in env.split(",") if e.strip()][:count]
+    if device is not None and device.startswith("cuda:"):
+        n = int(device.split(":", 1)[1])
+        return visible[n : n + 1]
+    return visible
 
 
 #: Most trial processes ``--workers`` picks by itself on a CPU (each holds a model, its optimizer
@@ -109,16 +125,26 @@ def thread_count(threads: int | None, workers: int) -> int:
     return threads or max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def pinned_device(device: str | None) -> str | None:
+    """The device of a trial process that sees one GPU (``CUDA_VISIBLE_DEVICES=<one>``): that GPU
+    is its ``cuda:0``, so a requested ``cuda:N`` becomes ``cuda`` (``cuda:N`` would name a GPU the
+    process cannot see); anything else is kept."""
+    return "cuda" if device is not None and device.startswith("cuda:") else device
+
+
 def spawn(job: TrialJob, run_dir: Path, slot: int, threads: int, gpu_ids: list[str], tag: str) -> Process:
     """Write ``job`` into ``run_dir`` and start its trial process (output appended to ``trial.log``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    job_file = run_dir / f"job-{tag}.json"
-    job.write(job_file)
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
     env.update(secret_env(job.storage.spec()))  # the database password, never in the job file
     if gpu_ids:
         env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
+        device = pinned_device(job.device or job.recipe.get("train", {}).get("device"))
+        if device != job.device:
+            job = dataclasses.replace(job, device=device)
+    job_file = run_dir / f"job-{tag}.json"
+    job.write(job_file)
     log_file = open(run_dir / "trial.log", "ab")  # noqa: SIM115 - closed by Process.close
     proc = subprocess.Popen(
         [sys.executable, "-m", "curriculum_search.search.trial_worker", str(job_file)],
