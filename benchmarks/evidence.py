@@ -499,6 +499,7 @@ def run_task(
     res["runs_process_s"] = round(sum(walls), 1)
     # 6. statistics
     res.update(task_stats(space, cur, base, pipes, rnds, runs, fid_seeds, st))
+    res["headline"] = headline(res)
     res["timings_s"]["total"] = round(time.perf_counter() - t_task, 1)
     res["complete"] = True
     save(res)
@@ -604,6 +605,38 @@ def task_stats(
         "seed_std": seed_std,
         "kd_gain_over_student_alone": kd_gain,
         "pipeline": pipeline,
+    }
+
+
+def headline(tr: dict[str, Any]) -> dict[str, Any]:
+    """The task's figures a reader wants first, from its full record (also for older records)."""
+    pipe, fid = tr["pipeline"], tr["fidelity"]
+    base = tr["baseline_ap"]
+    return {
+        "teachers_ap_selection_split": {t["name"]: t["ap_selection_split"] for t in tr.get("teachers", [])},
+        "student_alone_ap": base.get("student_only", {}).get("mean"),
+        "baseline_ap": {b: v["mean"] for b, v in base.items()},
+        "random_search_equal_compute_ap": pipe["random_pick_ap_mean"],
+        "pick_ap": pipe["pick_ap_mean"],
+        "best_baseline": pipe["best_baseline"],
+        "pick_minus_best_baseline": {
+            k: pipe["vs_best_baseline"][k] for k in ("mean", "interval", "n", "words")
+        },
+        "pick_minus_random_search": {
+            k: pipe["pick_vs_random"][k] for k in ("mean", "interval", "n", "words")
+        },
+        "harm_rate": pipe["harm_rate"],
+        "seed_std": tr.get("seed_std"),
+        "kendall_tau_b": fid["kendall_tau_b"],
+        "kendall_tau_b_interval": fid["kendall_tau_b_interval"],
+        "noise_ceiling_tau_b": fid["noise_ceiling_tau_b"],
+        "p_proxy_best_is_full_best": fid["p_best"],
+        "proxy_pick_regret": fid["regret"],
+        "compute_full_runs_per_pipeline": pipe["compute_full_runs_mean"],
+        "kd_gain_mean_to_sd": {
+            b: d.get("ratio_mean_to_sd") for b, d in tr.get("kd_gain_over_student_alone", {}).items()
+        },
+        "wall_s": tr.get("timings_s", {}).get("total"),
     }
 
 
@@ -718,9 +751,11 @@ def main(argv: list[str] | None = None) -> int:
         changed = bool(args.conditions)
         if args.conditions:
             results["conditions"] = args.conditions
-        for name, tr in results.get("tasks", {}).items():  # static design notes of results from before them
+        for name, tr in results.get("tasks", {}).items():  # fields of records written before them
             if not tr.get("design") and TASK_DESIGN.get(name):
                 tr["design"], changed = TASK_DESIGN[name], True
+            if tr.get("complete") and "headline" not in tr:
+                tr["headline"], changed = headline(tr), True
         if changed:
             _write_json(args.results, results)
         print(write_report(results, args.results.parent))

@@ -326,6 +326,46 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
     ]
     if results.get("conditions"):
         lines += [f"Conditions of this run: {results['conditions']}", ""]
+    heads = {t: tr["headline"] for t, tr in (results.get("tasks") or {}).items() if tr.get("headline")}
+    if heads:
+        lines += ["## Headline", ""]
+        lines.append(
+            md_table(
+                [
+                    "task",
+                    "student alone",
+                    "best baseline",
+                    "random search (equal compute)",
+                    "pipeline's pick",
+                    "pick − best baseline",
+                    "harm rate",
+                    "Kendall τ_b proxy→full (ceiling)",
+                    "search + selection (full runs)",
+                ],
+                [
+                    [
+                        f"`{t}`",
+                        _f(h["student_alone_ap"]),
+                        f"{_f(h['baseline_ap'][h['best_baseline']])} ({ARM_LABELS.get(h['best_baseline'], h['best_baseline'])})",
+                        _f(h["random_search_equal_compute_ap"]),
+                        _f(h["pick_ap"]),
+                        f"{_delta(h['pick_minus_best_baseline'])}: {h['pick_minus_best_baseline']['words']}",
+                        f"{h['harm_rate']:.0%}",
+                        f"{_f(h['kendall_tau_b'], 2)} {_iv(h['kendall_tau_b_interval'], 2)} ({_f(h['noise_ceiling_tau_b'], 2)})",
+                        f"{h['compute_full_runs_per_pipeline']:.1f}",
+                    ]
+                    for t, h in heads.items()
+                ],
+            )
+        )
+        lines += [
+            "",
+            "AP: COCO AP on the held-out report split at full length, mean over the race seeds of every "
+            'repeat. "pick − best baseline": mean over repeats of each repeat\'s paired difference to '
+            "the baseline that is best in hindsight on the report split (the hardest comparison), with "
+            'its t interval over repeats; "beats" only when the interval excludes zero.',
+            "",
+        ]
     g = results.get("goals") or {}
     if g.get("per_task"):
         names = list(g["per_task"])

@@ -105,6 +105,7 @@ def test_paired_words_and_goals() -> None:
     assert per["kendall_tau_with_interval"] is False and not g["beats_by_0.01_on_some_task"]
 
 
+@pytest.mark.slow
 def test_evidence_end_to_end_on_the_tiny_space(tmp_path: Path) -> None:
     """Two repeats of the real pipeline, random search at equal compute and the fidelity runs on the
     tiny space; results.json has every headline figure, RESULTS.md is generated from it alone, and
