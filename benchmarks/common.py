@@ -654,6 +654,74 @@ def trial_rows(trials: Iterable[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# -- one curriculum, trained the way the product trains it ---------------------------------------------
+def curriculum_run(
+    space_file: str | Path,
+    studies: str | Path,
+    choice: Mapping[str, Any],
+    *,
+    proxy: bool,
+    seed: int,
+    out: Path,
+    iterations: int | None = None,
+) -> tuple[Any, Path]:
+    """The recipe of one benchmark run and its folder: ``proxy`` = the search's proxy recipe scored
+    on the selection split; else the race's full-length recipe (``iterations``: another length)
+    scored on the report split. ``choice`` is a ``CurriculumChoice.as_dict()``."""
+    from curriculum_search.api import load_space
+    from curriculum_search.search.choice import choice_from_dict
+    from curriculum_search.search.recipes import build_recipe
+
+    space = load_space(space_file)
+    recipe = build_recipe(
+        space,
+        choice_from_dict(choice),
+        iterations=iterations or (space.proxy if proxy else space.full).iterations,
+        proxy=proxy,
+        seed=seed,
+        studies_root=studies,
+        split="selection" if proxy else "report",
+    )
+    return recipe, out
+
+
+def finished_ap(recipe: Any, out: Path) -> float | None:
+    """AP of a finished run of exactly ``recipe`` in ``out`` (``None``: not run, or another recipe)."""
+    from curriculum_search.curriculum.trainer import recipe_hash
+
+    done = out / "metrics.json"
+    if not done.is_file():
+        return None
+    m = json.loads(done.read_text())
+    return float(m["ap"]) if m.get("recipe_hash") == recipe_hash(recipe) else None
+
+
+def train_run(recipe: Any, out: Path, space_file: str | Path, studies: str | Path) -> tuple[float, float]:
+    """Train ``recipe`` into ``out`` with one thread and the studies' teacher-output cache (resumes
+    from its checkpoint; a finished run is read back): its AP and the wall time spent here."""
+    from curriculum_search.curriculum.trainer import RunOptions, run_recipe
+    from curriculum_search.distill.cache import CacheConfig
+
+    ap = finished_ap(recipe, out)
+    if ap is not None:
+        return ap, 0.0
+    root = Path(studies)
+    t0 = time.perf_counter()
+    res = run_recipe(
+        recipe,
+        RunOptions(
+            out_dir=out,
+            cache_root=root / "_cache",
+            base_dir=root,
+            source=str(space_file),
+            cache=CacheConfig(root=root / "_cache" / "teachers"),
+            progress=False,
+            threads=1,
+        ),
+    )
+    return float(res.metrics.ap), time.perf_counter() - t0
+
+
 def copy_plot(files: PlotFiles, plots_dir: Path = PLOTS_DIR) -> dict[str, str]:
     """Copy a plot's HTML/PNG into ``benchmarks/plots/``; returns their paths relative to
     ``benchmarks/``."""

@@ -55,7 +55,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import BENCH_DIR, OUT_DIR, SPACES_DIR, machine_info, machine_line  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    BENCH_DIR,
+    OUT_DIR,
+    SPACES_DIR,
+    curriculum_run,
+    finished_ap,
+    machine_info,
+    machine_line,
+    train_run,
+)
 from benchmarks.evidence_stats import across_repeats, fidelity, goals, paired  # noqa: E402
 
 log = logging.getLogger("benchmarks.evidence")
@@ -122,69 +131,21 @@ class Job:
 
 # -- runs ------------------------------------------------------------------------------------------
 def _recipe(space_file: str, studies: str, choice: dict[str, Any], phase: str, seed: int) -> tuple[Any, Path]:
-    """The run's recipe and folder: ``proxy`` = the search's proxy recipe scored on the selection
-    split, ``full`` = the race's full-length recipe scored on the report split."""
-    from curriculum_search.api import load_space
     from curriculum_search.search.choice import choice_from_dict
-    from curriculum_search.search.recipes import build_recipe
 
-    space = load_space(space_file)
-    c = choice_from_dict(choice)
-    proxy = phase == "proxy"
-    recipe = build_recipe(
-        space,
-        c,
-        iterations=(space.proxy if proxy else space.full).iterations,
-        proxy=proxy,
-        seed=seed,
-        studies_root=studies,
-        split="selection" if proxy else "report",
-    )
-    return recipe, Path(studies) / "_evidence" / f"{c.key}-{phase}-s{seed}"
-
-
-def finished_ap(recipe: Any, out: Path) -> float | None:
-    """AP of a finished run of exactly ``recipe`` in ``out`` (``None``: not run, or another recipe)."""
-    from curriculum_search.curriculum.trainer import recipe_hash
-
-    done = out / "metrics.json"
-    if not done.is_file():
-        return None
-    m = json.loads(done.read_text())
-    return float(m["ap"]) if m.get("recipe_hash") == recipe_hash(recipe) else None
+    key = choice_from_dict(choice).key
+    out = Path(studies) / "_evidence" / f"{key}-{phase}-s{seed}"
+    return curriculum_run(space_file, studies, choice, proxy=phase == "proxy", seed=seed, out=out)
 
 
 def train_one(space_file: str, studies: str, choice: dict[str, Any], phase: str, seed: int) -> dict[str, Any]:
-    """One run in its own process (resumes from its checkpoint; a finished run is read back)."""
-    from curriculum_search.curriculum.trainer import RunOptions, run_recipe
-    from curriculum_search.distill.cache import CacheConfig
-
+    """One run in its own process (resumes from its checkpoint; a finished run is read back):
+    ``proxy`` = the search's proxy recipe scored on the selection split, ``full`` = the race's
+    full-length recipe scored on the report split."""
     recipe, out = _recipe(space_file, studies, choice, phase, seed)
+    ap, wall = train_run(recipe, out, space_file, studies)
     key = out.name.rsplit(f"-{phase}-", 1)[0]
-    ap = finished_ap(recipe, out)
-    if ap is not None:
-        return {"key": key, "phase": phase, "seed": seed, "ap": ap, "wall_s": 0.0}
-    root = Path(studies)
-    t0 = time.perf_counter()
-    res = run_recipe(
-        recipe,
-        RunOptions(
-            out_dir=out,
-            cache_root=root / "_cache",
-            base_dir=root,
-            source=space_file,
-            cache=CacheConfig(root=root / "_cache" / "teachers"),
-            progress=False,
-            threads=1,
-        ),
-    )
-    return {
-        "key": key,
-        "phase": phase,
-        "seed": seed,
-        "ap": float(res.metrics.ap),
-        "wall_s": round(time.perf_counter() - t0, 1),
-    }
+    return {"key": key, "phase": phase, "seed": seed, "ap": ap, "wall_s": round(wall, 1)}
 
 
 def run_jobs(

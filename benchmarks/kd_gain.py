@@ -49,36 +49,23 @@ class Run:
 
 def _train(space_file: str, studies: str, arm: str, teacher: str | None, seed: int, iterations: int) -> Run:
     """One run (its own process): ``arm`` for ``iterations`` on ``seed``, scored on the report split."""
+    from benchmarks.common import curriculum_run, train_run
     from curriculum_search.api import load_space
-    from curriculum_search.curriculum.trainer import RunOptions, run_recipe
-    from curriculum_search.distill.cache import CacheConfig
     from curriculum_search.search.baselines import student_only_choice
-    from curriculum_search.search.encoding import build_recipe, choice_from_settings
+    from curriculum_search.search.encoding import choice_from_settings
 
     space = load_space(space_file)
-    root = Path(studies)
     choice = (
         student_only_choice(space)
         if teacher is None
         else choice_from_settings(space, {"teachers": [teacher]})
     )
-    recipe = build_recipe(
-        space, choice, iterations=iterations, proxy=False, seed=seed, studies_root=root, split="report"
+    out = Path(studies) / "_kd_gain" / f"{arm.replace(' ', '_')}-i{iterations}-s{seed}"
+    recipe, out = curriculum_run(
+        space_file, studies, choice.as_dict(), proxy=False, seed=seed, out=out, iterations=iterations
     )
-    t0 = time.time()
-    result = run_recipe(
-        recipe,
-        RunOptions(
-            out_dir=root / "_kd_gain" / f"{arm.replace(' ', '_')}-i{iterations}-s{seed}",
-            cache_root=root / "_cache",
-            base_dir=root,
-            source=space_file,
-            cache=CacheConfig(root=root / "_cache" / "teachers"),
-            progress=False,
-            threads=1,
-        ),
-    )
-    return Run(arm, seed, float(result.metrics.ap), time.time() - t0)
+    ap, wall = train_run(recipe, out, space_file, studies)
+    return Run(arm, seed, ap, wall)
 
 
 def main(argv: list[str] | None = None) -> int:
