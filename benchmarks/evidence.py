@@ -573,6 +573,15 @@ def headline(tr: dict[str, Any]) -> dict[str, Any]:
     """The task's figures a reader wants first, from its full record (also for older records)."""
     pipe, fid = tr["pipeline"], tr["fidelity"]
     base = tr["baseline_ap"]
+    # the largest gain distillation showed: the best curriculum at full length vs the student alone
+    curs = {c["key"]: c for c in fid["curricula"]}
+    alone = curs.get(tr["baselines"].get("student_only", ""))
+    best = max(fid["curricula"], key=lambda c: c["full_mean"])
+    best_gain = None
+    if alone is not None and best is not alone:
+        best_gain = paired(best["full_ap"], alone["full_ap"], tr["settings"]["confidence"])
+        best_gain["ratio_mean_to_sd"] = best_gain["mean"] / best_gain["sd"] if best_gain["sd"] else None
+        best_gain["curriculum"] = tr["curricula"][best["key"]]["description"]
     return {
         "teachers_ap_selection_split": {t["name"]: t["ap_selection_split"] for t in tr.get("teachers", [])},
         "student_alone_ap": base.get("student_only", {}).get("mean"),
@@ -597,6 +606,7 @@ def headline(tr: dict[str, Any]) -> dict[str, Any]:
         "kd_gain_mean_to_sd": {
             b: d.get("ratio_mean_to_sd") for b, d in tr.get("kd_gain_over_student_alone", {}).items()
         },
+        "best_curriculum_vs_student_alone": best_gain,
         "wall_s": tr.get("timings_s", {}).get("total"),
     }
 
@@ -717,7 +727,9 @@ def main(argv: list[str] | None = None) -> int:
                 tr["design"], changed = TASK_DESIGN[name], True
             if tr.get("complete") and "headline" not in tr:
                 tr["headline"], changed = headline(tr), True
-        if changed:
+        new_goals = goals({k: v for k, v in results.get("tasks", {}).items() if v.get("complete")})
+        if changed or new_goals != results.get("goals"):
+            results["goals"] = new_goals
             _write_json(args.results, results)
         print(write_report(results, args.results.parent))
         return 0

@@ -22,6 +22,7 @@ ARM_LABELS = {
     "heuristic": "adaptation-cost heuristic order",
 }
 GOAL_LABELS = {
+    "kd_gain_at_least_5_paired_sd": "task has signal: a KD gain over the student alone ≥ 5 × the sd of its paired difference",
     "never_worse_than_best_baseline": "pick never worse than the best baseline (mean ≥ 0, lower bound ≥ −1 seed sd)",
     "harm_rate_at_most_10pct": "harm rate ≤ 10%",
     "beats_best_baseline_by_0.01": "pick beats the best baseline by ≥ 0.01 AP, interval excluding 0",
@@ -166,6 +167,14 @@ def task_section(task: str, tr: Mapping[str, Any], report_dir: Path, plots: Path
                 ],
             )
         )
+    bg = (tr.get("headline") or {}).get("best_curriculum_vs_student_alone")
+    if bg:
+        lines += [
+            "",
+            f"The best curriculum at full length among the fidelity set ({bg['curriculum']}) against the "
+            f"student alone: {_delta(bg)}, mean / sd of the paired difference "
+            f"{_f(bg.get('ratio_mean_to_sd'), 1)}.",
+        ]
     pipe = tr.get("pipeline")
     if pipe:
         best = pipe["best_baseline"]

@@ -195,8 +195,17 @@ def goals(
         f = t.get("fidelity") or {}
         return bool(f.get("kendall_tau_b") is not None and f.get("kendall_tau_b_interval"))
 
+    def kd_signal(t: Mapping[str, Any]) -> bool | None:
+        h = t.get("headline") or {}
+        ratios = [r for r in (h.get("kd_gain_mean_to_sd") or {}).values() if r is not None]
+        best = h.get("best_curriculum_vs_student_alone") or {}
+        if best.get("ratio_mean_to_sd") is not None:
+            ratios.append(best["ratio_mean_to_sd"])
+        return None if not ratios else bool(max(ratios) >= 5.0)
+
     per = {
         name: {
+            "kd_gain_at_least_5_paired_sd": kd_signal(t),
             "never_worse_than_best_baseline": never_worse(t),
             "harm_rate_at_most_10pct": harm_ok(t),
             f"beats_best_baseline_by_{gain}": beats_by(t),
@@ -211,6 +220,7 @@ def goals(
 
     return {
         "per_task": per,
+        "kd_gain_at_least_5_paired_sd_on_every_task": every("kd_gain_at_least_5_paired_sd"),
         "never_worse_on_every_task": every("never_worse_than_best_baseline"),
         "harm_rate_at_most_10pct_on_every_task": every("harm_rate_at_most_10pct"),
         f"beats_by_{gain}_on_some_task": any(bool(p[f"beats_best_baseline_by_{gain}"]) for p in per.values()),
