@@ -225,18 +225,15 @@ def _study_curricula(root: Path, name: str, kind: str) -> list[Curriculum]:
     ]
 
 
-def _random_space(space_file: Path, root: Path, task: str) -> Path:
-    """The task's space with random sampling, no pruning (written next to the studies)."""
-    import yaml
+def _random_space(space_file: Path) -> Any:
+    """The task's space with random sampling and no pruning (relative paths still resolve against
+    the task file's folder)."""
+    from curriculum_search.search.space import space_from_dict
+    from curriculum_search.utils.io import load_yaml
 
-    raw = yaml.safe_load(space_file.read_text())
-    raw["name"] = f"{raw['name']}-random"
-    raw["sampler"] = {"name": "random"}
-    raw["pruner"] = {"name": "none"}
-    path = root / "_spaces" / f"{task}-random.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    raw = load_yaml(space_file)
+    raw.update(name=f"{raw['name']}-random", sampler={"name": "random"}, pruner={"name": "none"})
+    return space_from_dict(raw, source=space_file, base_dir=space_file.parent)
 
 
 def run_pipeline(space_file: Path, root: Path, name: str, seed: int, workers: int) -> dict[str, Any]:
@@ -290,21 +287,19 @@ def run_random_arm(
     space_file: Path, root: Path, task: str, seed: int, budget_iterations: int, workers: int
 ) -> dict[str, Any]:
     """Random search spending ``budget_iterations`` proxy iterations; its best proxy trial."""
-    from curriculum_search.api import load_space
     from curriculum_search.api import options as make_options
     from curriculum_search.search.coordinator import run_search
     from curriculum_search.search.results import best_trial
     from curriculum_search.search.storage import load_study_readonly, storage_spec
 
-    rfile = _random_space(space_file, root, task)
-    space = load_space(rfile)
+    space = _random_space(space_file)
     per_trial = space.proxy.iterations * space.proxy.seeds
     trials = max(2, round(budget_iterations / per_trial))
     name = f"{task}-random-s{seed}"
     t0 = time.perf_counter()
     opts = make_options(
         root,
-        space_file=rfile,
+        space_file=space_file,
         name=name,
         seed=seed,
         trials=trials,
