@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from curriculum_search.errors import ConfigError
+from curriculum_search.search.baselines import planned_baselines
 from curriculum_search.search.space import (
     default_warmup_steps,
     load_space,
@@ -291,6 +292,37 @@ def test_run_seed_reseeds_the_sampler(tmp_path: Path) -> None:
     assert draws(make_sampler(space)) == draws(make_sampler(space, seed=space.seed))
     pinned = load_space(_write(tmp_path, _set(_tiny(), "sampler", {"name": "random", "params": {"seed": 7}})))
     assert draws(make_sampler(pinned, seed=1)) == draws(make_sampler(pinned, seed=2))
+
+
+def test_startup_draws_are_counted_after_the_baselines(tmp_path: Path) -> None:
+    """``n_startup_trials`` random draws come after the enqueued baselines: with 4 baselines
+    finished, TPE (n_startup_trials 2) still draws at random, and models only after 2 searched
+    trials; told of no baselines it models at once (what used to happen: the baselines used up the
+    random start and TPE proposed variations of the best baseline)."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    space = load_space(
+        _write(tmp_path, _set(_tiny(), "sampler", {"name": "tpe", "params": {"n_startup_trials": 2}}))
+    )
+    dists = {"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(0.0, 1.0)}
+
+    def models_after(sampler: optuna.samplers.BaseSampler, finished: int) -> bool:
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        for i in range(finished):
+            params = {"x": 0.1 * (i + 1), "y": 0.05 * (i + 1)}
+            study.add_trial(create_trial(params=params, distributions=dists, value=float(i)))
+        trial = study.ask()
+        relative = sampler.infer_relative_search_space(study, trial)
+        return bool(sampler.sample_relative(study, trial, relative))
+
+    assert planned_baselines(space) == 4  # student alone, direct, weak->strong, heuristic
+    assert not models_after(make_sampler(space, enqueued=4), 4)
+    assert not models_after(make_sampler(space, enqueued=4), 5)
+    assert models_after(make_sampler(space, enqueued=4), 6)
+    assert models_after(make_sampler(space), 4)
+    one_stage = load_space(_write(tmp_path, _set(_tiny(), "search.n_stages", [2, 3]), "two.yaml"))
+    assert planned_baselines(one_stage) == 3  # no single-stage direct baseline
 
 
 def test_cmaes_without_its_package_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -128,6 +128,18 @@ def baseline_choices(
     return out
 
 
+def planned_baselines(space: SearchSpace) -> int:
+    """How many baseline trials a study of ``space`` enqueues before its first searched trial.
+
+    The count :func:`baseline_choices` returns with a heuristic order over all searchable teachers
+    (the heuristic may still fail at run time; the count is then one too high, which only adds one
+    random draw). The sampler's ``n_startup_trials`` is counted after these
+    (:func:`~curriculum_search.search.samplers.make_sampler`).
+    """
+    lo, _ = space.search.n_stages
+    return 1 + int(lo == 1) + 1 + int(len(space.search_teachers) >= lo)
+
+
 __all__ = [
     "BASELINES",
     "DIRECT",
@@ -135,6 +147,7 @@ __all__ = [
     "STUDENT_ONLY",
     "WEAK_TO_STRONG",
     "baseline_choices",
+    "planned_baselines",
     "rank_teachers",
     "student_only_choice",
     "student_only_params",

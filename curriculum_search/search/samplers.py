@@ -68,10 +68,17 @@ def pruner_param_names(name: str) -> list[str]:
 
 
 def make_sampler(
-    space: SearchSpace, *, source: str | Path | None = None, seed: int | None = None
+    space: SearchSpace, *, source: str | Path | None = None, seed: int | None = None, enqueued: int = 0
 ) -> BaseSampler:
     """The Optuna sampler of ``space``, seeded with ``params.seed`` if given, else ``seed`` (the
     run's ``--seed``), else ``space.seed``.
+
+    ``n_startup_trials`` (TPE, GP, CMA-ES: random draws before the model is used) counts the
+    *searched* trials: the ``enqueued`` trials that precede them (the study's baselines) come on
+    top. Optuna counts every finished trial, so without this the four baselines used up the default
+    four random draws and TPE modelled from the baselines alone, proposing variations of the best
+    baseline from its fifth trial on (what ``benchmarks/RESULTS.md`` showed: random search at equal
+    compute found curricula the TPE study never tried).
 
     TPE defaults to ``multivariate=True`` (the parameter set is fixed, see
     :mod:`~curriculum_search.search.encoding`, so the joint model applies). ``grid`` enumerates
@@ -81,20 +88,26 @@ def make_sampler(
         space: the search space.
         source: the space file, named in errors.
         seed: the run's seed override (``--seed``): another seed proposes other curricula.
+        enqueued: trials the study enqueues before its searched ones (the baselines).
 
     Raises:
         ConfigError: on ``sampler.name`` when the sampler's optional dependency is missing, or on
             ``sampler.params`` when Optuna rejects a value.
     """
     try:
-        return _build_sampler(space, seed)
+        return _build_sampler(space, seed, enqueued)
     except FieldError as exc:
         raise ConfigError(source, exc.field, exc.message) from None
 
 
-def _build_sampler(space: SearchSpace, seed: int | None = None) -> BaseSampler:
+def _build_sampler(space: SearchSpace, seed: int | None = None, enqueued: int = 0) -> BaseSampler:
     cfg = space.sampler
     params = dict(cfg.params)
+    startup = inspect.signature(_sampler_class(cfg.name).__init__).parameters.get("n_startup_trials")
+    if startup is not None and enqueued > 0:
+        n = params.get("n_startup_trials", startup.default)
+        if isinstance(n, int) and not isinstance(n, bool):  # a wrong type is Optuna's to reject below
+            params["n_startup_trials"] = n + enqueued
     params.setdefault("seed", space.seed if seed is None else seed)
     cls = _sampler_class(cfg.name)
     if cfg.name == "grid":

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from curriculum_search._version import __version__
 from curriculum_search.errors import ConfigError, StudyError
 from curriculum_search.search import attrs as A
-from curriculum_search.search.baselines import baseline_choices, student_only_params
+from curriculum_search.search.baselines import baseline_choices, planned_baselines, student_only_params
 from curriculum_search.search.encoding import min_stage_iterations
 from curriculum_search.search.options import SearchOptions, study_name
 from curriculum_search.search.reader import is_counted
@@ -105,7 +105,7 @@ def open_study(
     name = study_name(space, opts)
     storage = open_storage(spec)
     first_min = first_stage_min(space)
-    sampler = make_sampler(space, source=opts.space_file, seed=opts.seed)
+    sampler = make_sampler(space, source=opts.space_file, seed=opts.seed, enqueued=planned_baselines(space))
     if spec.is_server:
         # many coordinators (one per host) share the study: with the space's seed each would
         # propose the very same curricula in the same order (duplicate work, twin trials racing
