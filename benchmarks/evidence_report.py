@@ -128,6 +128,13 @@ def task_section(task: str, tr: Mapping[str, Any], report_dir: Path, plots: Path
         lines += ["", f"**How it was designed.** {tr['design']}"]
     if not tr.get("complete"):
         lines += ["", "**Partial: this task did not finish; the figures below are what had run.**"]
+    if tr.get("stale"):
+        lines += [
+            "",
+            f"**Measured before a change to what it tests** (code {tr.get('code', 'before records named it')}): "
+            f"{tr['stale']} Not counted in the goals; `python -m benchmarks.evidence --tasks {task}` "
+            "measures it again.",
+        ]
     teachers = tr.get("teachers") or []
     if teachers:
         lines += [
@@ -353,7 +360,12 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
                 ],
                 [
                     [
-                        f"`{t}`",
+                        f"`{t}`"
+                        + (
+                            " (stale: measured before a change, see its section)"
+                            if results["tasks"][t].get("stale")
+                            else ""
+                        ),
                         _f(h["student_alone_ap"]),
                         f"{_f(h['baseline_ap'][h['best_baseline']])} ({ARM_LABELS.get(h['best_baseline'], h['best_baseline'])})",
                         _f(h["random_search_equal_compute_ap"]),
