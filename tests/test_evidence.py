@@ -105,6 +105,33 @@ def test_paired_words_and_goals() -> None:
     assert per["kendall_tau_with_interval"] is False and not g["beats_by_0.01_on_some_task"]
 
 
+def test_a_stale_task_is_flagged_and_left_out_of_the_goals(tmp_path: Path) -> None:
+    """A task measured before a change to what it tests keeps its figures, says so in RESULTS.md,
+    and does not count for (or against) the goals; a call without --tasks runs the tasks with
+    signal only."""
+    from benchmarks import evidence
+    from benchmarks.evidence_report import task_section
+
+    fresh = {"complete": True, "pipeline": {"harm_rate": 0.0}}
+    old = {
+        "complete": True,
+        "pipeline": {"harm_rate": 1.0},
+        "stale": "The sampler changed.",
+        "code": "abc1234",
+    }
+    results = {"tasks": {"new": fresh, "old": old, "partial": {"complete": False}}}
+    assert list(evidence.goal_tasks(results)) == ["new"]
+    assert evidence.goals(evidence.goal_tasks(results))["harm_rate_at_most_10pct_on_every_task"]
+    text = "\n".join(
+        task_section("old", {**old, "pipeline": None, "space_file": "x.yaml"}, tmp_path, tmp_path / "plots")
+    )
+    assert "Measured before a change" in text and "abc1234" in text and "--tasks old" in text
+    assert "Measured before" not in "\n".join(
+        task_section("new", {"complete": True}, tmp_path, tmp_path / "plots")
+    )
+    assert set(evidence.DEFAULT_TASKS) < set(evidence.TASKS) and "default" not in evidence.DEFAULT_TASKS
+
+
 @pytest.mark.slow
 def test_evidence_end_to_end_on_the_tiny_space(tmp_path: Path) -> None:
     """Two repeats of the real pipeline, random search at equal compute and the fidelity runs on the

@@ -78,6 +78,35 @@ def test_the_shipped_student_is_reported_against_the_student_alone_at_its_learni
     assert _student_alone_key(cands, alone_fast, raced) == alone_fast
 
 
+def test_when_the_student_alone_leads_the_proxy_the_best_distilling_baseline_races_too() -> None:
+    """A noisy proxy ranked the student alone first: the race does not let a searched curriculum
+    ship by beating the student alone only; the best distilling baseline races as a challenger."""
+    space = space_from_dict(TINY)
+    study = optuna.create_study(direction="maximize")
+    direct = choice_from_settings(space, {"teachers": ["b"]})
+    w2s = choice_from_settings(space, {"teachers": ["a", "b"]})
+    searched = choice_from_settings(space, {"teachers": ["a"], "feature_loss": "mse"})
+    _trial(study, student_only_choice(space), 0.30, STUDENT_ONLY)
+    _trial(study, direct, 0.10, "direct_strongest")
+    _trial(study, w2s, 0.20, "weak_to_strong")
+    _trial(study, searched, 0.25)
+    cands = shortlist(space, study, dataclasses.replace(space.selection, lr_matched=True))
+    roles = {c.arm.label: (c.arm.role, c.arm.baseline) for c in cands}
+    assert roles == {
+        STUDENT_ONLY: ("incumbent", STUDENT_ONLY),
+        "trial #3": ("challenger", None),
+        "weak_to_strong": ("challenger", "weak_to_strong"),
+    }, roles  # the student alone is the incumbent, so no separate reference arm
+    # a distilling incumbent: no extra arm (the usual incumbent, challenger, reference)
+    study = optuna.create_study(direction="maximize")
+    _trial(study, student_only_choice(space), 0.30, STUDENT_ONLY)
+    _trial(study, direct, 0.40, "direct_strongest")
+    _trial(study, w2s, 0.20, "weak_to_strong")
+    _trial(study, searched, 0.25)
+    labels = [c.arm.label for c in shortlist(space, study, space.selection)]
+    assert labels == ["direct_strongest", "trial #3", "student alone"], labels
+
+
 def _summary(final: dict[str, Any]) -> dict[str, Any]:
     return {
         "selection": {

@@ -52,7 +52,8 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
 
     The incumbent is the baseline with the best proxy score; the challengers the
     ``cfg.shortlist`` best distinct searched curricula (none equal to a baseline); with
-    ``cfg.lr_matched`` also the incumbent at the best challenger's learning rate; the references
+    ``cfg.lr_matched`` also the incumbent at the best challenger's learning rate; when the
+    incumbent is the student alone, also the best baseline that distils; the references
     are the student alone at the incumbent's learning rate and (``cfg.lr_matched``) at the best
     challenger's.
 
@@ -113,6 +114,28 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
                         source_trial=incumbent.arm.source_trial,
                     ),
                     matched,
+                )
+            )
+    # a proxy too short or too noisy can rank the student alone first among the baselines; the race
+    # then also runs the best baseline that distils (by proxy score), as a challenger: otherwise a
+    # searched curriculum would only have to beat the student alone to ship, however far below
+    # direct KD it is, and the race costs the same 3 arms as when a distilling baseline leads
+    if inc_trial.user_attrs.get(A.BASELINE) == STUDENT_ONLY:
+        distilling = [k for k, t in baselines.items() if t.user_attrs.get(A.BASELINE) != STUDENT_ONLY]
+        if distilling:
+            k = max(distilling, key=lambda k: (scores[k], -baselines[k].number))
+            t = baselines[k]
+            out.append(
+                Candidate(
+                    Arm(
+                        k,
+                        str(t.user_attrs[A.BASELINE]),
+                        "challenger",
+                        baseline=str(t.user_attrs[A.BASELINE]),
+                        source_trial=t.number,
+                        proxy_score=scores[k],
+                    ),
+                    choice_from_dict(t.user_attrs[A.CURRICULUM]),
                 )
             )
     # the student alone at the incumbent's learning rate and (lr_matched) the best challenger's:
