@@ -628,7 +628,7 @@ def headline(tr: dict[str, Any]) -> dict[str, Any]:
 
 # -- the whole benchmark ---------------------------------------------------------------------------
 def code_version() -> str:
-    """The commit the benchmark ran (``+changes`` when the work tree differed), for the record."""
+    """The commit the benchmark ran (``+changes`` when its code or task files differed from it)."""
     import subprocess
 
     def git(*args: str) -> str:
@@ -637,10 +637,10 @@ def code_version() -> str:
         ).stdout.strip()
 
     try:
-        head, dirty = (
-            git("rev-parse", "--short", "HEAD"),
-            git("status", "--porcelain", "--untracked-files=no"),
-        )
+        head = git("rev-parse", "--short", "HEAD")
+        # the code and the task files, not what this benchmark writes (results.json, RESULTS.md, plots)
+        paths = ("curriculum_search", "space", "*.py", "*.yaml")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *paths)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+changes" if dirty else "")
