@@ -475,8 +475,8 @@ def run_task(
     res["runs_process_s"] = round(sum(walls), 1)
     # 6. statistics
     res.update(task_stats(space, cur, base, pipes, rnds, runs, fid_seeds, st))
-    res["headline"] = headline(res)
     res["timings_s"]["total"] = round(time.perf_counter() - t_task, 1)
+    res["headline"] = headline(res)
     res["complete"] = True
     save(res)
     return res
@@ -769,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, tr in results.get("tasks", {}).items():  # fields of records written before them
             if not tr.get("design") and TASK_DESIGN.get(name):
                 tr["design"], changed = TASK_DESIGN[name], True
-            if tr.get("complete") and "headline" not in tr:
+            if tr.get("complete") and ("headline" not in tr or tr["headline"].get("wall_s") is None):
                 tr["headline"], changed = headline(tr), True
         new_goals = goals(goal_tasks(results))
         if changed or new_goals != results.get("goals"):
