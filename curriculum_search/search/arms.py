@@ -15,7 +15,7 @@ from curriculum_search.errors import StudyError
 from curriculum_search.search import attrs as A
 from curriculum_search.search.baselines import STUDENT_ONLY, student_only_choice
 from curriculum_search.search.encoding import CurriculumChoice, choice_from_dict
-from curriculum_search.search.race import Arm, RaceSettings
+from curriculum_search.search.race import Arm, RaceSettings, Role
 from curriculum_search.search.space import SearchSpace, SelectionConfig
 
 
@@ -76,18 +76,14 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
         raise StudyError(f"study {study.study_name!r}: no baseline has finished; run the search first")
     scores = {k: proxy_score(t) for k, t in by_key.items()}
     inc_key = max(baselines, key=lambda k: (scores[k], -baselines[k].number))
-    inc_trial = baselines[inc_key]
-    incumbent = Candidate(
-        Arm(
-            inc_key,
-            str(inc_trial.user_attrs[A.BASELINE]),
-            "incumbent",
-            baseline=str(inc_trial.user_attrs[A.BASELINE]),
-            source_trial=inc_trial.number,
-            proxy_score=scores[inc_key],
-        ),
-        choice_from_dict(inc_trial.user_attrs[A.CURRICULUM]),
-    )
+
+    def baseline_arm(key: str, role: Role) -> Candidate:
+        t = baselines[key]
+        name = str(t.user_attrs[A.BASELINE])
+        arm = Arm(key, name, role, baseline=name, source_trial=t.number, proxy_score=scores[key])
+        return Candidate(arm, choice_from_dict(t.user_attrs[A.CURRICULUM]))
+
+    incumbent = baseline_arm(inc_key, "incumbent")
     searched = sorted(
         (k for k in by_key if k not in baselines), key=lambda k: (-scores[k], by_key[k].number)
     )[: cfg.shortlist]
@@ -125,21 +121,7 @@ def shortlist(space: SearchSpace, study: optuna.Study, cfg: SelectionConfig) -> 
         (k for k, t in baselines.items() if k != inc_key and t.user_attrs.get(A.BASELINE) != STUDENT_ONLY),
         key=lambda k: (-scores[k], baselines[k].number),
     )
-    for k in others:
-        t = baselines[k]
-        out.append(
-            Candidate(
-                Arm(
-                    k,
-                    str(t.user_attrs[A.BASELINE]),
-                    "challenger",
-                    baseline=str(t.user_attrs[A.BASELINE]),
-                    source_trial=t.number,
-                    proxy_score=scores[k],
-                ),
-                choice_from_dict(t.user_attrs[A.CURRICULUM]),
-            )
-        )
+    out += [baseline_arm(k, "challenger") for k in others]
     # the student alone at the incumbent's learning rate and (lr_matched) the best challenger's:
     # "what distillation buys" compares the shipped student with the student alone at the shipped
     # student's own learning rate (another challenger that wins is reported with a note)

@@ -103,13 +103,13 @@ def make_sampler(
 def _build_sampler(space: SearchSpace, seed: int | None = None, enqueued: int = 0) -> BaseSampler:
     cfg = space.sampler
     params = dict(cfg.params)
-    startup = inspect.signature(_sampler_class(cfg.name).__init__).parameters.get("n_startup_trials")
+    cls = _sampler_class(cfg.name)
+    startup = inspect.signature(cls.__init__).parameters.get("n_startup_trials")
     if startup is not None and enqueued > 0:
         n = params.get("n_startup_trials", startup.default)
         if isinstance(n, int) and not isinstance(n, bool):  # a wrong type is Optuna's to reject below
             params["n_startup_trials"] = n + enqueued
     params.setdefault("seed", space.seed if seed is None else seed)
-    cls = _sampler_class(cfg.name)
     if cfg.name == "grid":
         from curriculum_search.search.params import grid_search_space
 
