@@ -664,7 +664,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.space:
         p = Path(args.space).resolve()
         tasks = {p.stem: p}
-    names = args.tasks.split(",") if args.tasks else list(DEFAULT_TASKS if not args.space else tasks)
+    names = args.tasks.split(",") if args.tasks else list(tasks if args.space else DEFAULT_TASKS)
     unknown = [n for n in names if n not in tasks]
     if unknown:
         raise SystemExit(f"unknown task {unknown[0]!r} (known: {', '.join(tasks)}; --space FILE adds one)")
