@@ -136,7 +136,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 def _selection_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("selection (overrides the space file's `selection` block)")
     g.add_argument(
-        "--shortlist", type=int, default=None, help="searched curricula raced against the best baseline"
+        "--shortlist", type=int, default=None, help="searched curricula raced against the baselines"
     )
     g.add_argument(
         "--rungs",
@@ -169,9 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="search (or resume) -> select (race the best curricula against the best baseline) -> ship (the main job)",
-        description="Build missing zoo teachers, run or resume the search, race the shortlist against the best "
-        "baseline on common seeds (selection), and ship the winner's full-length student to "
+        help="search (or resume) -> select (race the best curricula against the baselines) -> ship (the main job)",
+        description="Build missing zoo teachers, run or resume the search, race the shortlist against the "
+        "baselines on common seeds (selection), and ship the winner's full-length student to "
         "STUDIES_DIR/NAME/full/ with its held-out report and STUDIES_DIR/NAME/best_recipe.yaml.",
     )
     _search_args(p)
@@ -186,10 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "select",
-        help="race the search's best curricula against the best baseline, then ship the winner (resumable)",
+        help="race the search's best curricula against the baselines, then ship the winner (resumable)",
         description="Selection only (the search must have run): shortlist the best searched curricula by "
-        "their noise-aware proxy score, race them against the best baseline on common seeds at "
-        "increasing budgets up to the full length, keep the baseline unless a challenger's paired "
+        "their noise-aware proxy score, race them and every distilling baseline against the baseline the "
+        "proxy ranks first (the incumbent) on common seeds at increasing budgets up to the full length, "
+        "keep the incumbent unless a challenger's paired "
         "AP difference clears the margin, and write STUDIES_DIR/NAME/full/. Re-run with a bigger "
         "budget (--shortlist, --seeds) to re-select without re-searching: finished race runs are reused.",
     )

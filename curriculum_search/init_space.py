@@ -508,7 +508,7 @@ def _selection_lines(plan: SpacePlan) -> list[str]:
     )
     seeds = (2, 3) if gpu else (1, 2)
     return [
-        "# selection: what ships. The search's best curricula race the best baseline on common seeds",
+        "# selection: what ships. The search's best curricula race the baselines on common seeds",
         f"# (half length with {seeds[0]} seed(s), then full length with {seeds[1]}); a challenger wins only",
         "# when the lower 90% bound of its paired AP difference is > 0. Selection scores on",
         f"# {where}.",

@@ -500,7 +500,7 @@ def race_section(ctx: Context) -> None:
     if race is None or race.runs.empty:
         st.info(
             "No race yet: `python -m curriculum_search select` (run by `run` after the search) races the "
-            "shortlist against the best baseline on common seeds.",
+            "shortlist and every distilling baseline against the baseline the proxy ranks first, on common seeds.",
             icon="🏁",
         )
         return

@@ -179,20 +179,21 @@ def decision_lines(s: Mapping[str, Any]) -> list[str]:
     if sel["winner_is_baseline"] and sel["winner"] == sel["best_baseline"]:
         if sel.get("best_challenger"):
             lines.append(
-                f"selection: kept the best baseline {sel['best_baseline']!r}: the best challenger "
+                f"selection: kept the incumbent {sel['best_baseline']!r} (the baseline the proxy ranked first): the best challenger "
                 f"{sel['best_challenger']} is within noise of it ({_fmt_delta(sel['best_challenger_delta_mean'], iv)}, "
                 f"{sel['seeds']} seeds, {sel['budget_iterations']} iterations, {sel['split']} split)"
                 if not (iv and iv[1] < 0)
-                else f"selection: kept the best baseline {sel['best_baseline']!r}: the best challenger "
+                else f"selection: kept the incumbent {sel['best_baseline']!r} (the baseline the proxy ranked first): the best challenger "
                 f"{sel['best_challenger']} is worse ({_fmt_delta(sel['best_challenger_delta_mean'], iv)}, {sel['seeds']} seeds)"
             )
         else:
             lines.append(
-                f"selection: kept the best baseline {sel['best_baseline']!r} (no challenger reached the full length)"
+                f"selection: kept the incumbent {sel['best_baseline']!r} (the baseline the proxy ranked first; "
+                "no challenger reached the full length)"
             )
     else:
         lines.append(
-            f"selection: {sel['winner']} beats the best baseline {sel['best_baseline']!r} by "
+            f"selection: {sel['winner']} beats the incumbent {sel['best_baseline']!r} (the baseline the proxy ranked first) by "
             f"{_fmt_delta(sel['delta_ap_mean'], sel['delta_ap_interval'])} AP "
             f"({sel['seeds']} seeds, {sel['budget_iterations']} iterations, {sel['split']} split)"
         )
@@ -210,7 +211,7 @@ def decision_lines(s: Mapping[str, Any]) -> list[str]:
             f"(mean {fin['ap_mean']:.4f} over {fin['seeds']} seeds)"
         )
         for name, what in (
-            ("best_baseline", f"best baseline {fin.get('best_baseline')!r}"),
+            ("best_baseline", f"incumbent {fin.get('best_baseline')!r}"),
             ("student_alone", "student alone"),
         ):
             if f"{name}_ap" not in fin:

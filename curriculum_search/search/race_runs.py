@@ -243,7 +243,7 @@ def run_selection(space: SearchSpace, opts: SearchOptions) -> SelectionOutcome:
         settings = race_settings(space, base_seed)
         n_chal = sum(a.role == "challenger" for a in arms)
         opts.echo(
-            f"selection: {n_chal} challenger(s) against the best baseline {arms[0].label!r} "
+            f"selection: {n_chal} challenger(s) against the incumbent {arms[0].label!r}, the baseline the proxy ranks first "
             f"(proxy {arms[0].proxy_score:.4f}), rungs {list(settings.budgets)} iterations, "
             f"seeds {[len(s) for s in settings.seeds]}"
         )

@@ -1,12 +1,13 @@
-"""The selection stage: race the search's shortlist against the best baseline, then ship the winner.
+"""The selection stage: race the search's shortlist against the baselines, then ship the winner.
 
 A search ranks curricula by short single-seed proxies, far below seed noise. Before anything is
 shipped, :func:`run_selection`
 
 1. shortlists ``selection.shortlist`` distinct searched curricula by a noise-aware proxy score
-   (:func:`proxy_score`), takes the best baseline as the *incumbent*, optionally the incumbent at
-   the best challenger's learning rate (so a curriculum cannot win through its LR alone), and the
-   student alone as the *reference*;
+   (:func:`proxy_score`), takes the baseline with the best proxy score as the *incumbent*, every
+   other distinct distilling baseline as a challenger too (the proxy ranks baselines no better than
+   anything else), optionally the incumbent at the best challenger's learning rate (so a curriculum
+   cannot win through its LR alone), and the student alone as the *reference*;
 2. races them (:mod:`~curriculum_search.search.race`) on common random numbers — the same seeds,
    data order and selection-split images for every arm — at increasing budgets, the last one the
    full length with >= 2 seeds;
@@ -18,7 +19,7 @@ AP on the selection split; user attributes: arm, curriculum, budget, seed, AP on
 run in its own process with its own resumable run folder, so a killed race resumes without
 repeating a finished run, and the runs show in the dashboard and in Optuna's own tools. The winner's
 first full-length run *is* the full run (:func:`ship`): ``full/student.pt`` and
-``full/metrics.json`` with the report-split numbers against the best baseline and the student alone.
+``full/metrics.json`` with the report-split numbers against the incumbent and the student alone.
 
 The stage by job: the arms (:mod:`~curriculum_search.search.arms`), running the race
 (:mod:`~curriculum_search.search.race_runs`), its decision as JSON and words
