@@ -132,12 +132,13 @@ def planned_baselines(space: SearchSpace) -> int:
     """How many baseline trials a study of ``space`` enqueues before its first searched trial.
 
     The count :func:`baseline_choices` returns with a heuristic order over all searchable teachers
-    (the heuristic may still fail at run time; the count is then one too high, which only adds one
-    random draw). The sampler's ``n_startup_trials`` is counted after these
+    (it is asked with placeholder APs: the count does not depend on them; the heuristic may still
+    fail at run time, and the count is then one too high, which only adds one random draw). The
+    sampler's ``n_startup_trials`` is counted after these
     (:func:`~curriculum_search.search.samplers.make_sampler`).
     """
-    lo, _ = space.search.n_stages
-    return 1 + int(lo == 1) + 1 + int(len(space.search_teachers) >= lo)
+    teachers = list(space.search_teachers)
+    return len(baseline_choices(space, dict.fromkeys(teachers, 0.0), teachers))
 
 
 __all__ = [
