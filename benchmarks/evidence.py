@@ -23,7 +23,11 @@ adds any):
    weak→strong, the adaptation-cost heuristic order, as the study enqueued them) on every seed any
    repeat raced, with the same recipe the race trains (all training images but the selection
    carve-out), scored on the report split: the pick is compared with each of them on the very seeds
-   its race used (paired seeds: same seeds, data order and evaluation images).
+   its race used (paired seeds: same seeds, data order and evaluation images). Every race trains
+   every distinct distilling baseline at full length on its seeds, so these runs, and any other
+   full run of step 5 a race already made, are read from the races instead of trained again
+   (:func:`race_runs`); the student alone is trained again, and the *pairing check* compares it
+   with the race's run of the same recipe.
 5. **Proxy fidelity.** At least ``--curricula`` (default 12) distinct curricula — the baselines,
    the picks, random ones and searched ones — each trained at the proxy budget (scored on the
    selection split's proxy subset, as the search sees it) and at full length (report split) on
@@ -47,7 +51,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,13 +178,20 @@ def run_jobs(
     jobs: Iterable[Job],
     workers: int,
     done: Callable[[dict[str, Any]], None],
+    raced: Mapping[tuple[str, int], float] | None = None,
 ) -> float:
     """Train ``jobs`` (full runs first: the longest) on ``workers`` processes; ``done`` per run
-    (finished runs are read back here, without a worker)."""
+    (finished runs are read back here, without a worker; a full run in ``raced``, by curriculum
+    key and seed, is the race's run of that recipe and is not trained again)."""
     from joblib import Parallel, delayed
 
     todo = []
     for j in sorted(set(jobs), key=lambda j: (j.phase != "full", j.seed, j.key)):
+        if j.phase == "full" and raced and (j.key, j.seed) in raced:
+            done(
+                {"key": j.key, "phase": j.phase, "seed": j.seed, "ap": raced[(j.key, j.seed)], "wall_s": 0.0}
+            )
+            continue
         recipe, out = _recipe(str(space_file), str(studies), curricula[j.key].choice, j.phase, j.seed)
         ap = finished_ap(recipe, out)
         if ap is None:
@@ -220,6 +231,34 @@ def _race_iterations(root: Path, name: str) -> tuple[int, float]:
             its += int(t.iterations)
             wall += float(t.wall_time_s or 0.0)
     return its, wall
+
+
+def race_runs(
+    root: Path, names: Iterable[str], iterations: int, skip: Iterable[str] = ()
+) -> dict[tuple[str, int], float]:
+    """Report-split AP of the full-length race runs of studies ``names``, by (curriculum key, seed).
+
+    A race run trains the very recipe of a benchmark ``full`` run (all training images but the
+    selection carve-out, the same seed) and scores the report split too, so the benchmark reuses
+    it instead of training it again (a curriculum raced by several repeats on one seed: the first
+    repeat's run). Curricula in ``skip`` are left out: the student alone is trained again so that
+    the pairing check compares two independent runs of one recipe.
+    """
+    from benchmarks.common import read_trials
+    from curriculum_search.search.choice import choice_from_dict
+
+    left_out = set(skip)
+    out: dict[tuple[str, int], float] = {}
+    for name in names:
+        for t in read_trials(root, name, selection=True):
+            if t.state != "COMPLETE" or t.iterations != iterations or t.report_ap is None:
+                continue
+            if not t.curriculum or t.seed is None:
+                continue
+            key = choice_from_dict(dict(t.curriculum)).key
+            if key not in left_out:
+                out.setdefault((key, int(t.seed)), float(t.report_ap))
+    return out
 
 
 def _baselines(root: Path, name: str) -> dict[str, Curriculum]:
@@ -471,7 +510,10 @@ def run_task(
         res["runs"] = [{"key": k, "phase": ph, "seed": s, "ap": v} for (k, ph, s), v in sorted(runs.items())]
         save(res)
 
-    res["timings_s"]["runs"] = round(run_jobs(space_file, root, cur, jobs, st.workers, done), 1)
+    alone = [base["student_only"].key] if "student_only" in base else []
+    raced = race_runs(root, [p["study"] for p in pipes], full_its, skip=alone)
+    res["runs_reused_from_races"] = sum(j.phase == "full" and (j.key, j.seed) in raced for j in jobs)
+    res["timings_s"]["runs"] = round(run_jobs(space_file, root, cur, jobs, st.workers, done, raced), 1)
     res["runs_process_s"] = round(sum(walls), 1)
     # 6. statistics
     res.update(task_stats(space, cur, base, pipes, rnds, runs, fid_seeds, st))

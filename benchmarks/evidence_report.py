@@ -259,6 +259,11 @@ def task_section(task: str, tr: Mapping[str, Any], report_dir: Path, plots: Path
                 f"Pairing check: the race's student-alone runs and this benchmark's, same seeds, differ by at "
                 f"most {max(checks):.4f} AP on the report split."
             )
+        if tr.get("runs_reused_from_races"):
+            lines.append(
+                f"{tr['runs_reused_from_races']} of the full-length runs above are the races' own runs of the "
+                "same recipe and seed (read back, not trained again)."
+            )
         lines += ["", _plot_md(_arms_plot(task, tr, plots), report_dir, f"{task} arms")]
     fid = tr.get("fidelity")
     if fid:
