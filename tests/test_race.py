@@ -229,4 +229,37 @@ def test_of_several_challengers_that_clear_the_bar_the_best_mean_wins():
     assert st["a"].clears(0.0) and st["b"].clears(0.0)
     assert (st["a"].lo or 0) > (st["b"].lo or 0)  # a has the tighter interval...
     assert plan.winner == B and plan.rungs[0].fate["b"] == "winner"  # ...b the higher mean
-    assert plan.rungs[0].fate["a"] == "beats the incumbent"
+    assert plan.rungs[0].fate["a"] == "beats the best baseline"
+
+
+W2S = Arm("w2s", "weak_to_strong", "incumbent", baseline="weak_to_strong")
+DIRECT = Arm("direct", "direct_strongest", "challenger", baseline="direct_strongest")
+
+
+def test_the_best_baseline_is_measured_by_the_race_not_the_proxy():
+    """The proxy's favourite baseline (weak->strong) is the incumbent, but direct KD has the better
+    mean on the race's seeds without clearing the bar against it: direct KD is the best baseline and
+    ships, and the searched challenger is measured against it. Other baselines run at the last rung
+    only."""
+    s = RaceSettings(budgets=(200, 400), seeds=((0, 1), (0, 1, 2)), promote=1)
+    arms = [W2S, A, DIRECT, REF]
+    first = plan_race(arms, s, {})
+    assert {k[0] for k in first.pending} == {"w2s", "a"}  # rung 1: the incumbent and searched only
+    res = table(
+        {
+            "w2s": {200: [0.10, 0.11], 400: [0.20, 0.24, 0.22]},
+            "a": {200: [0.11, 0.12], 400: [0.22, 0.25, 0.24]},  # +0.017 on w2s, +0.001 on direct
+            "direct": {400: [0.21, 0.26, 0.23]},  # +0.013 on w2s, within noise
+            "ref": {400: [0.15, 0.16, 0.15]},
+        },
+        {200: (0, 1), 400: (0, 1, 2)},
+    )
+    plan = plan_race(arms, s, res)
+    last = plan.rungs[-1]
+    assert plan.done and plan.winner == DIRECT and plan.incumbent == DIRECT and plan.winner_stats is None
+    assert last.fate["direct"] == "best baseline" and last.fate["w2s"] == "baseline"
+    assert last.stats["a"].mean == pytest.approx(0.0033, abs=1e-4)  # against direct KD, not w2s
+    assert last.fate["a"] == "within noise" and "best mean of the baselines" in plan.reason
+    # a searched challenger that clears the best baseline still ships
+    res[("a", 400, 0)], res[("a", 400, 1)], res[("a", 400, 2)] = 0.25, 0.30, 0.27
+    assert plan_race(arms, s, res).winner == A

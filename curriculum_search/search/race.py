@@ -1,14 +1,16 @@
 """The selection race, as pure decisions on score tables (no training, no storage).
 
-Arms are curricula: challengers from the search's shortlist, the incumbent (the best baseline)
-and the student alone as a reference. Every arm of a rung trains with the same seeds (common
-random numbers: same seeds, same data order, same evaluation images); a challenger is compared
-with the incumbent through the *paired* differences of its per-seed AP. At each rung but the last a
-challenger whose interval lies wholly below zero is dropped (clearly worse) and at most
-``promote`` of the rest, best mean difference first, go on. At the last rung (full length, ≥ 2
-seeds) a challenger replaces the incumbent only when the lower bound of its interval clears
-``margin``; with several survivors the confidence is Bonferroni-corrected and the best lower bound
-wins. Everything here is a function of the finished runs, so a race resumes by re-planning.
+Arms are curricula: challengers from the search's shortlist, the baselines (the *incumbent*, the
+one the proxy ranks first, and the others) and the student alone as a reference. Every arm of a
+rung trains with the same seeds (common random numbers: same seeds, same data order, same
+evaluation images); a challenger is compared through the *paired* differences of its per-seed AP.
+At each rung but the last a searched challenger is compared with the incumbent: one whose interval
+lies wholly below zero is dropped (clearly worse) and at most ``promote`` of the rest, best mean
+difference first, go on. The other baselines and the reference run at the last rung only (full
+length, ≥ 2 seeds), where the baseline with the best mean over the common seeds is the bar — the
+best baseline, measured by the race rather than by the single-seed proxy — and a searched
+challenger replaces it only when the lower bound of its interval clears ``margin``; with several
+survivors the confidence is Bonferroni-corrected and the best mean among those that clear wins. Everything here is a function of the finished runs, so a race resumes by re-planning.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class Arm:
     Attributes:
         key: identity of the curriculum (its runs are keyed by it).
         label: what a person reads (``trial #7``, ``direct_strongest``, ``student alone``).
-        role: ``challenger``, ``incumbent`` (the best baseline) or ``reference`` (student alone).
+        role: ``challenger``, ``incumbent`` (the proxy's favourite baseline) or ``reference`` (student alone).
         baseline: the baseline's name when the arm is one (also for a challenger that is one).
         source_trial: the search trial the curriculum comes from.
         proxy_score: its noise-aware proxy score in the search.
@@ -167,7 +169,10 @@ def plan_race(
 ) -> RacePlan:
     """Given the finished runs (``None`` = the run failed), the runs still needed or the decision.
 
-    The incumbent and the reference arm run at the last rung; challengers start at the first.
+    The incumbent, the other baselines (challengers with ``baseline`` set) and the reference run
+    at the last rung; searched challengers start at the first. At the last rung the baseline with
+    the best mean over the common seeds is the bar (the incumbent on ties): a searched challenger
+    ships only when its paired interval against the bar clears the margin, else the bar ships.
     A challenger with a failed run is out. A failed incumbent run ends the race without a winner
     (``reason`` says why).
 
@@ -179,11 +184,13 @@ def plan_race(
         raise ValueError(f"a race needs exactly one incumbent, got {len(inc)}")
     incumbent = inc[0]
     refs = [a for a in arms if a.role == "reference" and a.key != incumbent.key]
-    alive = [a for a in arms if a.role == "challenger" and a.key != incumbent.key]
+    others = [a for a in arms if a.role == "challenger" and a.key != incumbent.key]
+    bases = [a for a in others if a.baseline is not None]
+    alive = [a for a in others if a.baseline is None]
     rungs: list[RungResult] = []
     last = len(settings.budgets) - 1
     for r, (its, seeds) in enumerate(zip(settings.budgets, settings.seeds)):
-        members = [incumbent, *alive] + (refs if r == last else [])
+        members = [incumbent, *alive] + ([*bases, *refs] if r == last else [])
         needed = [(a.key, its, s) for a in members for s in seeds]
         pending = [k for k in needed if k not in results]
         if pending:
@@ -200,7 +207,11 @@ def plan_race(
             return RacePlan(
                 rungs, [], incumbent, incumbent, None, f"a run of the incumbent {incumbent.label} failed"
             )
-        base = rung.values[incumbent.key]
+        bar = incumbent
+        if r == last:  # the best baseline on the race's own seeds (the proxy ranks them poorly)
+            raced = [incumbent, *(a for a in bases if a.key in rung.values)]
+            bar = max(raced, key=lambda a: (_mean(rung.values[a.key]), a is incumbent))
+        base = rung.values[bar.key]
         survivors = []
         n_final = max(1, len([a for a in alive if a.key in rung.values]))
         for a in alive:
@@ -215,9 +226,11 @@ def plan_race(
                 rung.fate[a.key] = "dropped: clearly worse"
             else:
                 survivors.append(a)
-        for a in refs:
-            if a.key in rung.values:
+        for a in [*refs, *bases, incumbent] if r == last else refs:
+            if a.key in rung.values and a.key != bar.key:
                 rung.stats[a.key] = paired_stats(rung.values[a.key], base, settings.confidence)
+                if a.baseline is not None and a.role != "reference":
+                    rung.fate[a.key] = "baseline"
         if r < last:
             survivors.sort(key=lambda a: (-rung.stats[a.key].mean, a.key))
             for a in survivors[settings.promote :]:
@@ -226,24 +239,29 @@ def plan_race(
             for a in alive:
                 rung.fate[a.key] = "promoted"
             continue
+        rung.fate[bar.key] = "best baseline"
         winners = [a for a in survivors if rung.stats[a.key].clears(settings.margin)]
         for a in survivors:
-            rung.fate[a.key] = "within noise" if a not in winners else "beats the incumbent"
+            rung.fate[a.key] = "within noise" if a not in winners else "beats the best baseline"
         if winners:
             # every winner cleared the bar: ship the best expected AP (not the tightest interval,
             # which would prefer a small, steady gain over a large one)
             best = max(winners, key=lambda a: (rung.stats[a.key].mean, rung.stats[a.key].lo or 0.0))
             rung.fate[best.key] = "winner"
-            return RacePlan(
-                rungs, [], best, incumbent, rung.stats[best.key], "its interval clears the margin"
-            )
+            return RacePlan(rungs, [], best, bar, rung.stats[best.key], "its interval clears the margin")
         why = (
             "no challenger reached the last rung"
             if not survivors
             else "no challenger's interval clears the margin"
         )
-        return RacePlan(rungs, [], incumbent, incumbent, None, why)
+        if bar is not incumbent:
+            why += f"; {bar.label} has the best mean of the baselines on the race's seeds"
+        return RacePlan(rungs, [], bar, bar, None, why)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -53,7 +53,7 @@ def summary(
         delta, interval = plan.winner_stats.mean, _interval(plan.winner_stats)
     else:  # the incumbent stays: it is compared with itself
         delta, interval = 0.0, [0.0, 0.0]
-    rivals = [k for k in last.stats if cands[k].arm.role == "challenger"]
+    rivals = [k for k in last.stats if cands[k].arm.role == "challenger" and cands[k].arm.baseline is None]
     best_rival = max(rivals, key=lambda k: last.stats[k].mean) if rivals else None
     # fidelity: proxy score vs the race's first-rung mean, over the arms that ran there
     first = plan.rungs[0]
@@ -113,7 +113,7 @@ def summary(
                     "mean": (sum(r.values[k]) / len(r.values[k])) if k in r.values else None,
                     "delta_mean": r.stats[k].mean if k in r.stats else None,
                     "delta_interval": _interval(r.stats.get(k)),
-                    "fate": r.fate.get(k, "incumbent" if k == inc.key else "reference"),
+                    "fate": r.fate.get(k, cands[k].arm.role),
                 }
                 for k in sorted(
                     set(r.values) | set(r.fate),
@@ -133,6 +133,9 @@ def summary(
             "winner_curriculum": cands[winner.key].choice.as_dict(),
             "winner_seed": last.seeds[0],
             "best_baseline": inc.label,
+            "proxy_favourite_baseline": next(
+                (c.arm.label for c in cands.values() if c.arm.role == "incumbent"), inc.label
+            ),
             "delta_ap_mean": delta,
             "delta_ap_interval": interval,
             "best_challenger": cands[best_rival].arm.label if best_rival else None,
@@ -176,26 +179,30 @@ def decision_lines(s: Mapping[str, Any]) -> list[str]:
     sel, fid, fin = s["selection"], s["fidelity"], s["final"]
     lines = []
     iv = sel.get("best_challenger_delta_interval")
+    fav = sel.get("proxy_favourite_baseline")
     if sel["winner_is_baseline"] and sel["winner"] == sel["best_baseline"]:
         if sel.get("best_challenger"):
             lines.append(
-                f"selection: kept the incumbent {sel['best_baseline']!r} (the baseline the proxy ranked first): the best challenger "
+                f"selection: ships the best baseline {sel['best_baseline']!r}: the best challenger "
                 f"{sel['best_challenger']} is within noise of it ({_fmt_delta(sel['best_challenger_delta_mean'], iv)}, "
                 f"{sel['seeds']} seeds, {sel['budget_iterations']} iterations, {sel['split']} split)"
                 if not (iv and iv[1] < 0)
-                else f"selection: kept the incumbent {sel['best_baseline']!r} (the baseline the proxy ranked first): the best challenger "
+                else f"selection: ships the best baseline {sel['best_baseline']!r}: the best challenger "
                 f"{sel['best_challenger']} is worse ({_fmt_delta(sel['best_challenger_delta_mean'], iv)}, {sel['seeds']} seeds)"
             )
         else:
             lines.append(
-                f"selection: kept the incumbent {sel['best_baseline']!r} (the baseline the proxy ranked first; "
-                "no challenger reached the full length)"
+                f"selection: ships the best baseline {sel['best_baseline']!r} (no challenger reached the full length)"
             )
     else:
         lines.append(
-            f"selection: {sel['winner']} beats the incumbent {sel['best_baseline']!r} (the baseline the proxy ranked first) by "
+            f"selection: {sel['winner']} beats the best baseline {sel['best_baseline']!r} by "
             f"{_fmt_delta(sel['delta_ap_mean'], sel['delta_ap_interval'])} AP "
             f"({sel['seeds']} seeds, {sel['budget_iterations']} iterations, {sel['split']} split)"
+        )
+    if fav and fav != sel["best_baseline"]:
+        lines.append(
+            f"  best baseline: the best mean of the raced baselines on the race's seeds (the proxy ranked {fav!r} first)"
         )
     tau = fid.get("kendall_tau")
     std = fid.get("seed_std")
@@ -211,7 +218,7 @@ def decision_lines(s: Mapping[str, Any]) -> list[str]:
             f"(mean {fin['ap_mean']:.4f} over {fin['seeds']} seeds)"
         )
         for name, what in (
-            ("best_baseline", f"incumbent {fin.get('best_baseline')!r}"),
+            ("best_baseline", f"best baseline {fin.get('best_baseline')!r}"),
             ("student_alone", "student alone"),
         ):
             if f"{name}_ap" not in fin:

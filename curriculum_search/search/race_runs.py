@@ -241,11 +241,12 @@ def run_selection(space: SearchSpace, opts: SearchOptions) -> SelectionOutcome:
         arms = [c.arm for c in cands.values()]
         base_seed = space.seed if opts.seed is None else opts.seed
         settings = race_settings(space, base_seed)
-        n_chal = sum(a.role == "challenger" for a in arms)
+        n_chal = sum(a.role == "challenger" and a.baseline is None for a in arms)
+        n_base = sum(a.role != "reference" and a.baseline is not None for a in arms)
         opts.echo(
-            f"selection: {n_chal} challenger(s) against the incumbent {arms[0].label!r}, the baseline the proxy ranks first "
-            f"(proxy {arms[0].proxy_score:.4f}), rungs {list(settings.budgets)} iterations, "
-            f"seeds {[len(s) for s in settings.seeds]}"
+            f"selection: {n_chal} searched curricul{'um' if n_chal == 1 else 'a'} against {n_base} baseline(s) "
+            f"on common seeds, rungs {list(settings.budgets)} iterations, seeds {[len(s) for s in settings.seeds]} "
+            f"(the proxy's favourite baseline: {arms[0].label!r}, proxy {arms[0].proxy_score:.4f})"
         )
         plan = _race(space, study, spec, cands, arms, settings, opts)
         if plan.winner is None or (plan.winner_stats is None and plan.reason.startswith("a run")):

@@ -11,7 +11,8 @@ shipped, :func:`run_selection`
 2. races them (:mod:`~curriculum_search.search.race`) on common random numbers — the same seeds,
    data order and selection-split images for every arm — at increasing budgets, the last one the
    full length with >= 2 seeds;
-3. keeps the incumbent unless a challenger's paired AP difference clears ``selection.margin`` at
+3. ships the best baseline — the baseline with the best mean over the last rung's common seeds —
+   unless a searched challenger's paired AP difference against it clears ``selection.margin`` at
    the lower confidence bound.
 
 Every race run is a trial of a sibling Optuna study ``<name>:selection`` in the same storage (value:
@@ -19,7 +20,7 @@ AP on the selection split; user attributes: arm, curriculum, budget, seed, AP on
 run in its own process with its own resumable run folder, so a killed race resumes without
 repeating a finished run, and the runs show in the dashboard and in Optuna's own tools. The winner's
 first full-length run *is* the full run (:func:`ship`): ``full/student.pt`` and
-``full/metrics.json`` with the report-split numbers against the incumbent and the student alone.
+``full/metrics.json`` with the report-split numbers against the best baseline and the student alone.
 
 The stage by job: the arms (:mod:`~curriculum_search.search.arms`), running the race
 (:mod:`~curriculum_search.search.race_runs`), its decision as JSON and words
