@@ -10,7 +10,8 @@ difference first, go on. The other baselines and the reference run at the last r
 length, ≥ 2 seeds), where the baseline with the best mean over the common seeds is the bar — the
 best baseline, measured by the race rather than by the single-seed proxy — and a searched
 challenger replaces it only when the lower bound of its interval clears ``margin``; with several
-survivors the confidence is Bonferroni-corrected and the best mean among those that clear wins. Everything here is a function of the finished runs, so a race resumes by re-planning.
+survivors the confidence is Bonferroni-corrected and the best mean among those that clear wins.
+Everything here is a function of the finished runs, so a race resumes by re-planning.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import fmean
 from typing import Literal
 
 Role = Literal["challenger", "incumbent", "reference"]
@@ -136,7 +138,8 @@ def paired_stats(a: Sequence[float], b: Sequence[float], confidence: float) -> P
 
 @dataclass
 class RungResult:
-    """What happened at one rung: values per arm, stats against the incumbent, each arm's fate."""
+    """What happened at one rung: values per arm, stats against the incumbent (at the last rung: the
+    best baseline), each arm's fate."""
 
     index: int
     iterations: int
@@ -210,7 +213,7 @@ def plan_race(
         bar = incumbent
         if r == last:  # the best baseline on the race's own seeds (the proxy ranks them poorly)
             raced = [incumbent, *(a for a in bases if a.key in rung.values)]
-            bar = max(raced, key=lambda a: (_mean(rung.values[a.key]), a is incumbent))
+            bar = max(raced, key=lambda a: (fmean(rung.values[a.key]), a is incumbent))
         base = rung.values[bar.key]
         survivors = []
         n_final = max(1, len([a for a in alive if a.key in rung.values]))
@@ -258,10 +261,6 @@ def plan_race(
             why += f"; {bar.label} has the best mean of the baselines on the race's seeds"
         return RacePlan(rungs, [], bar, bar, None, why)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
