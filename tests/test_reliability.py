@@ -475,6 +475,32 @@ def test_a_changed_space_is_refused_naming_the_changed_keys(
     assert optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").user_attrs == before
 
 
+def test_a_resumed_search_does_not_redraw_the_first_sessions_proposals(
+    tmp_path: Path, teacher_ckpt: Path
+) -> None:
+    """A seeded sampler restarts from its seed in every process: without a reseed on resume, the
+    second session proposed exactly what the first had (seen in a killed and resumed benchmark:
+    trials #12-#14 repeated #4-#6)."""
+    from curriculum_search.search.options import SearchOptions
+    from curriculum_search.search.space import load_space
+    from curriculum_search.search.study import open_study
+
+    _, space, studies, _ = checkpoint_teacher_study(tmp_path, teacher_ckpt)
+    spec = storage_spec(studies, "tiny", None)
+
+    def session() -> list[float]:
+        study = open_study(load_space(space), SearchOptions(studies_root=studies, space_file=space), spec)
+        out = []
+        for _ in range(3):
+            trial = study.ask()
+            out.append(trial.suggest_float("x", 0.0, 1.0))
+            study.tell(trial, 0.5)
+        return out
+
+    first, second = session(), session()
+    assert len(set(first) | set(second)) == 6, (first, second)
+
+
 def test_trials_timeout_and_workers_may_change(tmp_path: Path, teacher_ckpt: Path) -> None:
     from curriculum_search.search.options import SearchOptions
     from curriculum_search.search.space import load_space

@@ -128,6 +128,11 @@ def open_study(
         raise StudyError(
             f"{spec.display}: no study named {name!r}; create it with `run`/`search` first"
         ) from None
+    if not spec.is_server and study.get_trials(deepcopy=False):
+        # a resumed search: a seeded sampler's RNG starts from its seed again and would redraw the
+        # first session's random proposals (duplicate curricula, wasted trials); a resumed study is
+        # not reproducible trial by trial anyway (interrupted trials re-run at other times)
+        study.sampler.reseed_rng()
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise StudyError(
             f"{spec.display}: study {name!r} minimises its objective; this tool maximises AP (use another --name)"
