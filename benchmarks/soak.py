@@ -328,6 +328,10 @@ def phase(cfg: Config, proc: subprocess.Popen[bytes] | None) -> str:
     return "setup"
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any(p.suffix == ".pt" for p in _walk([run_dir]))
+
+
 def _walk(roots: list[Path]) -> list[Path]:
     out: list[Path] = []
     for root in roots:
@@ -1031,6 +1035,8 @@ def run_postgres_soak(cfg: Config) -> Report:
                 running = v.trials()
                 if not running or not s.alive():
                     continue
+                if not any(_has_checkpoint(run_dir) for _pid, _number, run_dir in running):
+                    continue  # the trial seen writing finished during the delay: wait for the next one
                 watch.sample(cfg, hosts)
                 v.kill()
                 for pid in wait_gone([r[0] for r in running], timeout=15.0):  # would write on
@@ -1043,7 +1049,7 @@ def run_postgres_soak(cfg: Config) -> Report:
                             "number": number,
                             "host": v.label,
                             "run_dir": str(run_dir),
-                            "checkpoint": any(p.suffix == ".pt" for p in _walk([run_dir])),
+                            "checkpoint": _has_checkpoint(run_dir),
                         }
                     )
                 what = (
