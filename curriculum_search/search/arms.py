@@ -1,7 +1,8 @@
 """The race's arms, from the finished trials of a search: the baselines (the one with the best
 proxy score is the incumbent), the best distinct searched curricula by a noise-aware proxy score
 (the challengers), the incumbent at the best challenger's learning rate, the student alone (the
-reference); and the race's budgets and seeds. See :mod:`curriculum_search.search.selection` for the whole stage."""
+reference); and the race's budgets and seeds. See :mod:`curriculum_search.search.selection` for
+the whole stage."""
 
 from __future__ import annotations
 

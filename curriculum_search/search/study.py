@@ -106,11 +106,6 @@ def open_study(
     storage = open_storage(spec)
     first_min = first_stage_min(space)
     sampler = make_sampler(space, source=opts.space_file, seed=opts.seed, enqueued=planned_baselines(space))
-    if spec.is_server:
-        # many coordinators (one per host) share the study: with the space's seed each would
-        # propose the very same curricula in the same order (duplicate work, twin trials racing
-        # for one run folder); a server study is not reproducible trial by trial anyway
-        sampler.reseed_rng()
     pruner = make_pruner(space, first_min, source=opts.space_file)
     try:
         if create:
@@ -128,10 +123,11 @@ def open_study(
         raise StudyError(
             f"{spec.display}: no study named {name!r}; create it with `run`/`search` first"
         ) from None
-    if not spec.is_server and study.get_trials(deepcopy=False):
-        # a resumed search: a seeded sampler's RNG starts from its seed again and would redraw the
-        # first session's random proposals (duplicate curricula, wasted trials); a resumed study is
-        # not reproducible trial by trial anyway (interrupted trials re-run at other times)
+    if spec.is_server or study.get_trials(deepcopy=False):
+        # a seeded sampler's RNG starts from its seed in every process: on a server study each
+        # coordinator (one per host) would propose the very same curricula in the same order
+        # (duplicate work, twin trials racing for one run folder), and a resumed search would redraw
+        # the first session's proposals; neither is reproducible trial by trial anyway
         study.sampler.reseed_rng()
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise StudyError(
