@@ -112,6 +112,51 @@ def test_every_distinct_distilling_baseline_races() -> None:
     }
 
 
+def test_the_shortlist_scores_every_curriculum_on_the_same_evaluations() -> None:
+    """The noise-aware score averages the evaluations in the same final window for every
+    curriculum (inside every last stage's second half), so the number of stages does not bias
+    it: a one-stage curriculum with the better final proxy AP is shortlisted over a two-stage one
+    although its curve was lower two thirds of the way through (the rule before, which averaged
+    the final AP with the last evaluation in the last stage's second half, ranked it below: a
+    one-stage curriculum's curve is still rising there, a two-stage one had no such evaluation)."""
+    space = space_from_dict(TINY)  # min_stage_fraction 0.15: the window is the last 7.5 %
+
+    def rank(curves: dict[str, tuple[list[int], dict[int, float]]]) -> list[str]:
+        study = optuna.create_study(direction="maximize")
+        _trial(study, student_only_choice(space), 0.01, STUDENT_ONLY)
+        labels = {}
+        for name, (bounds, values) in curves.items():
+            n = len(bounds) - 1
+            choice = choice_from_settings(space, {"teachers": ["a", "b"][:n], "feature_loss": "mse"})
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=values[bounds[-1]],
+                    params={"x": 0.5},
+                    distributions={"x": FloatDistribution(0, 1)},
+                    intermediate_values=values,
+                    user_attrs={
+                        A.CURRICULUM: choice.as_dict(),
+                        A.CURRICULUM_KEY: choice.key,
+                        A.STAGE_BOUNDARIES: bounds,
+                    },
+                )
+            )
+            labels[f"trial #{len(study.trials) - 1}"] = name
+        cfg = dataclasses.replace(space.selection, shortlist=2, lr_matched=False)
+        cands = [c for c in shortlist(space, study, cfg) if c.arm.role == "challenger"]
+        return [labels[c.arm.label] for c in cands]
+
+    # sparse evaluations (every third of the run): only the final AP falls in the window
+    one_stage = ([0, 150], {50: 0.004, 100: 0.008, 150: 0.018})
+    two_stage = ([0, 84, 150], {50: 0.003, 100: 0.005, 150: 0.015})
+    assert rank({"two stages": two_stage, "one stage": one_stage}) == ["one stage", "two stages"]
+    # dense evaluations: both average the same two steps (140 and 150); the dip right after the
+    # two-stage curriculum's switch (at 130) is outside the window and counts for nothing
+    one_stage = ([0, 150], {130: 0.010, 140: 0.014, 150: 0.016})
+    two_stage = ([0, 125, 150], {130: 0.001, 140: 0.017, 150: 0.015})
+    assert rank({"one stage": one_stage, "two stages": two_stage}) == ["two stages", "one stage"]
+
+
 def _summary(final: dict[str, Any]) -> dict[str, Any]:
     return {
         "selection": {
