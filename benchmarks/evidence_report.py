@@ -47,6 +47,17 @@ def _delta(d: Mapping[str, Any] | None) -> str:
     return f"{d['mean']:+.4f} {_iv(d.get('interval'))} (n={d.get('n')})"
 
 
+def _words(d: Mapping[str, Any] | None) -> str:
+    """The race's words for a paired difference; "is identical to" when every pair was the same
+    run (the pick *is* that curriculum on those seeds: a zero-width interval at 0 is no noise
+    statement)."""
+    if not d:
+        return ""
+    if d.get("mean") == 0 and list(d.get("interval") or [None]) == [0, 0]:
+        return "is identical to"
+    return str(d.get("words", ""))
+
+
 def _yes(v: bool | None) -> str:
     return "not measured" if v is None else ("**met**" if v else "**not met**")
 
@@ -202,7 +213,7 @@ def task_section(task: str, tr: Mapping[str, Any], report_dir: Path, plots: Path
                     ARM_LABELS.get(b, b) + (" (best baseline)" if b == best else ""),
                     _f(v["mean"]),
                     _delta(pipe["vs_baseline"].get(b)),
-                    (pipe["vs_baseline"].get(b) or {}).get("words", ""),
+                    _words(pipe["vs_baseline"].get(b)),
                 ]
             )
         rows.append(
@@ -219,7 +230,7 @@ def task_section(task: str, tr: Mapping[str, Any], report_dir: Path, plots: Path
         lines += [
             "",
             f"Pick vs the best baseline ({ARM_LABELS.get(best, best)}): {_delta(d)}; the pick "
-            f"{d.get('words', '')} it. Harm rate (repeats whose pick is worse than the best baseline "
+            f"{_words(d)} it. Harm rate (repeats whose pick is worse than the best baseline "
             f"beyond its paired interval): {pipe['harm_rate']:.0%}. Seed sd at full length: "
             f"{_f(tr.get('seed_std'))}. Random search at equal compute vs the best baseline: "
             f"{_delta(pipe.get('random_vs_best_baseline'))}.",
@@ -239,7 +250,7 @@ def task_section(task: str, tr: Mapping[str, Any], report_dir: Path, plots: Path
                         r["seed"],
                         r["winner_description"],
                         ", ".join(f"{x:.4f}" for x in r["pick_ap"]),
-                        f"{_delta(r['vs_best_baseline'])} {r['vs_best_baseline'].get('words', '')}",
+                        f"{_delta(r['vs_best_baseline'])} {_words(r['vs_best_baseline'])}",
                         _delta(r["pick_vs_random"]),
                         f"{r['compute_full_runs']:.1f} (random: {r['random_compute_full_runs']:.1f})",
                         "yes" if r["harm"] else "no",
@@ -375,7 +386,7 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
                         f"{_f(h['baseline_ap'][h['best_baseline']])} ({ARM_LABELS.get(h['best_baseline'], h['best_baseline'])})",
                         _f(h["random_search_equal_compute_ap"]),
                         _f(h["pick_ap"]),
-                        f"{_delta(h['pick_minus_best_baseline'])}: {h['pick_minus_best_baseline']['words']}",
+                        f"{_delta(h['pick_minus_best_baseline'])}: {_words(h['pick_minus_best_baseline'])}",
                         f"{h['harm_rate']:.0%}",
                         f"{_f(h['kendall_tau_b'], 2)} {_iv(h['kendall_tau_b_interval'], 2)} ({_f(h['noise_ceiling_tau_b'], 2)})",
                         f"{h['compute_full_runs_per_pipeline']:.1f}",

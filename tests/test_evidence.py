@@ -105,6 +105,19 @@ def test_paired_words_and_goals() -> None:
     assert per["kendall_tau_with_interval"] is False and not g["beats_by_0.01_on_some_task"]
 
 
+def test_the_report_calls_a_pick_identical_to_the_baseline_identical_not_within_noise() -> None:
+    """When the pick is the best baseline on every seed, each paired difference is exactly 0 and
+    its interval has zero width: the report says "is identical to", not a noise statement; any
+    other difference keeps the race's words."""
+    from benchmarks.evidence_report import _words
+
+    same = across_repeats([paired([0.05, 0.06, 0.04], [0.05, 0.06, 0.04])["mean"]] * 3)
+    assert same["mean"] == 0 and _words(same) == "is identical to"
+    near = across_repeats([0.001, -0.001, 0.0])
+    assert near["mean"] == 0 and _words(near) == near["words"] == "is within noise of"
+    assert _words(paired([0.52, 0.55, 0.53], [0.50, 0.51, 0.50])) == "beats"
+
+
 def test_a_stale_task_is_flagged_and_left_out_of_the_goals(tmp_path: Path) -> None:
     """A task measured before a change to what it tests keeps its figures, says so in RESULTS.md,
     and does not count for (or against) the goals; a call without --tasks runs the tasks with
