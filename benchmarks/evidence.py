@@ -698,6 +698,23 @@ def read_results(path: Path = RESULTS_JSON) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+#: What describes one call of the benchmark: stored in the file (the latest call) and in each task
+#: (the call that measured it), so that rerunning one task does not re-describe the others.
+CALL_FIELDS = ("command", "machine", "conditions", "wall_s_this_call", "load_average_end")
+
+
+def adopt_call(results: dict[str, Any]) -> bool:
+    """Give each task without a ``call`` record one (records written before tasks carried their
+    own): the file's call fields, which describe the call that wrote it, or — for a task marked
+    stale, measured before a change and so by an earlier call — ``{"earlier": True}``. Whether
+    any task needed one."""
+    latest = {k: results[k] for k in CALL_FIELDS if k in results}
+    missing = [tr for tr in results.get("tasks", {}).values() if "call" not in tr]
+    for tr in missing:
+        tr["call"] = {"earlier": True} if tr.get("stale") else dict(latest)
+    return bool(missing)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.evidence_report import write_report
 
@@ -712,6 +729,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"unknown task {unknown[0]!r} (known: {', '.join(tasks)}; --space FILE adds one)")
     results = read_results(args.results)
     results.setdefault("tasks", {})
+    adopt_call(results)  # before this call's fields replace the file's
     t0 = time.perf_counter()
     m = machine_info()
     results.update(
@@ -725,14 +743,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.conditions:
         results["conditions"] = args.conditions
     print(f"machine: {machine_line(m)}", flush=True)
+    this_call: list[str] = []  # the tasks this call measured (so far)
     for name in names:
         out = Path(args.out) / name
 
         def save(task_res: dict[str, Any]) -> None:
             results["tasks"][task_res["task"]] = task_res
+            if task_res["task"] not in this_call:
+                this_call.append(task_res["task"])
             results["wall_s_this_call"] = round(time.perf_counter() - t0, 1)
             results["goals"] = goals(goal_tasks(results))
             results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+            call = {k: results[k] for k in CALL_FIELDS if k in results}
+            for t in this_call:
+                results["tasks"][t]["call"] = call
             _write_json(args.results, results)
 
         run_task(name, tasks[name], out, st, save)
@@ -805,9 +829,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.results}: no results yet (run python -m benchmarks.evidence first)", file=sys.stderr
             )
             return 2
-        changed = bool(args.conditions)
-        if args.conditions:
+        changed = adopt_call(results) or bool(args.conditions)
+        if args.conditions:  # of the latest call: the file's and its tasks'
             results["conditions"] = args.conditions
+            date = (results.get("machine") or {}).get("date")
+            for tr in results.get("tasks", {}).values():
+                if (tr["call"].get("machine") or {}).get("date") == date:
+                    tr["call"]["conditions"] = args.conditions
         for name, tr in results.get("tasks", {}).items():  # fields of records written before them
             if not tr.get("design") and TASK_DESIGN.get(name):
                 tr["design"], changed = TASK_DESIGN[name], True
@@ -826,4 +854,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-__all__ = ["DEFAULT_TASKS", "TASKS", "Settings", "run", "run_task", "task_stats", "train_one"]
+__all__ = ["DEFAULT_TASKS", "TASKS", "Settings", "adopt_call", "run", "run_task", "task_stats", "train_one"]

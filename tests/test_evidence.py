@@ -145,6 +145,39 @@ def test_a_stale_task_is_flagged_and_left_out_of_the_goals(tmp_path: Path) -> No
     assert set(evidence.DEFAULT_TASKS) < set(evidence.TASKS) and "default" not in evidence.DEFAULT_TASKS
 
 
+def test_a_task_rerun_alone_keeps_the_other_tasks_call(tmp_path: Path) -> None:
+    """Each task records the call that measured it; a file written before tasks carried their own
+    gives them its call fields, and RESULTS.md names each task's call, so rerunning one task with
+    `--tasks NAME` does not re-describe the others (machine, wall time, conditions)."""
+    from benchmarks import evidence
+    from benchmarks.evidence_report import write_report
+
+    def call(date: str, minutes: float, conditions: str) -> dict:
+        return {
+            "command": f"python -m benchmarks.evidence --conditions {conditions}",
+            "machine": {"cpu": "CPU", "cores": 2, "date": date},
+            "conditions": conditions,
+            "wall_s_this_call": minutes * 60,
+            "load_average_end": [1.0, 1.0, 1.0],
+        }
+
+    both = call("2026-12-05T07:24:00+00:00", 76, "both tasks, idle")
+    old = {"complete": True, "stale": "measured before a change"}
+    results = {**both, "tasks": {"a": {"complete": True}, "b": {"complete": True}, "old": old}}
+    assert evidence.adopt_call(results) and not evidence.adopt_call(results)
+    assert results["tasks"]["a"]["call"] == results["tasks"]["b"]["call"] == both
+    assert results["tasks"]["old"]["call"] == {"earlier": True}  # a stale task: not this call's
+    alone = call("2026-12-05T09:04:00+00:00", 50, "b alone")
+    results.update(alone)
+    results["tasks"]["b"]["call"] = alone  # what the call measuring b alone records
+    report = write_report(results, tmp_path).read_text()
+    assert "- `a`: `python -m benchmarks.evidence --conditions both tasks, idle`" in report
+    assert "76 min for its tasks" in report and "Conditions: both tasks, idle" in report
+    assert "- `b`: `python -m benchmarks.evidence --conditions b alone`" in report
+    assert "50 min for its tasks" in report and "started 2026-12-05T07:24" in report
+    assert "- `old`: an earlier call, not recorded" in report
+
+
 @pytest.mark.slow
 def test_evidence_end_to_end_on_the_tiny_space(tmp_path: Path) -> None:
     """Two repeats of the real pipeline, random search at equal compute and the fidelity runs on the
@@ -181,6 +214,7 @@ def test_evidence_end_to_end_on_the_tiny_space(tmp_path: Path) -> None:
     assert all(len(c["proxy_ap"]) == 2 and len(c["full_ap"]) == 2 for c in f["curricula"])
     assert {"kendall_tau_b", "spearman_rho", "noise_ceiling_tau_b", "p_best", "regret"} <= set(f)
     assert "per_task" in data["goals"] and "tiny" in data["goals"]["per_task"]
+    assert t["call"]["command"] == data["command"] and t["call"]["machine"] == data["machine"]
     report = (results.parent / "RESULTS.md").read_text()
     assert "## Task `tiny`" in report and "Kendall τ_b" in report and "harm rate" in report.lower()
     assert (results.parent / "plots" / "evidence_tiny_fidelity.html").is_file()
