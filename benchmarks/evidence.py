@@ -703,12 +703,17 @@ def read_results(path: Path = RESULTS_JSON) -> dict[str, Any]:
 CALL_FIELDS = ("command", "machine", "conditions", "wall_s_this_call", "load_average_end")
 
 
+def call_of(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The call fields of a results file (those of the latest call that wrote it)."""
+    return {k: results[k] for k in CALL_FIELDS if k in results}
+
+
 def adopt_call(results: dict[str, Any]) -> bool:
     """Give each task without a ``call`` record one (records written before tasks carried their
     own): the file's call fields, which describe the call that wrote it, or — for a task marked
     stale, measured before a change and so by an earlier call — ``{"earlier": True}``. Whether
     any task needed one."""
-    latest = {k: results[k] for k in CALL_FIELDS if k in results}
+    latest = call_of(results)
     missing = [tr for tr in results.get("tasks", {}).values() if "call" not in tr]
     for tr in missing:
         tr["call"] = {"earlier": True} if tr.get("stale") else dict(latest)
@@ -754,7 +759,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["wall_s_this_call"] = round(time.perf_counter() - t0, 1)
             results["goals"] = goals(goal_tasks(results))
             results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-            call = {k: results[k] for k in CALL_FIELDS if k in results}
+            call = call_of(results)
             for t in this_call:
                 results["tasks"][t]["call"] = call
             _write_json(args.results, results)
